@@ -1,0 +1,263 @@
+"""Resolve a model spec and load it: the embedded model, a hub id, a local model or adapter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from taleforge.errors import ModelLoadError, ModelNotFoundError
+from taleforge.models import embedded
+from taleforge.models.metadata import ModelMetadata, read_metadata
+
+log = logging.getLogger(__name__)
+
+#: Names that mean the embedded model.
+EMBEDDED_ALIASES = frozenset({embedded.EMBEDDED_SPEC, "embedded", "default"})
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
+
+
+class SourceKind(StrEnum):
+    EMBEDDED = "embedded"
+    HUB = "hub"
+    LOCAL = "local"
+    ADAPTER = "adapter"
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """Where a spec points: its kind and, for local kinds, its directory."""
+
+    spec: str
+    kind: SourceKind
+    path: Path | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, with the tokenizer and metadata that belong to it."""
+
+    spec: str
+    kind: SourceKind
+    model: Any  # transformers.PreTrainedModel (or a peft.PeftModel wrapping one)
+    tokenizer: Any  # transformers.PreTrainedTokenizerBase
+    metadata: ModelMetadata
+    path: Path | None = None
+    #: Held while a generation runs: one model instance decodes one sequence at a time,
+    #: and seeding uses the process-wide torch generator.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens the model attends to (prompt + generated)."""
+        config = self.model.config
+        for attribute in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+            value = getattr(config, attribute, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 2048
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def resolve_spec(spec: str) -> ResolvedSpec:
+    """Decide what a spec names, without loading anything.
+
+    Raises:
+        ModelNotFoundError: A path that does not exist, a directory without model files, or a
+            string that is neither a known name nor a valid hub id.
+    """
+    text = spec.strip()
+    if text.lower() in EMBEDDED_ALIASES:
+        return ResolvedSpec(embedded.EMBEDDED_SPEC, SourceKind.EMBEDDED)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            return ResolvedSpec(text, SourceKind.ADAPTER, path.resolve())
+        if (path / "config.json").is_file():
+            return ResolvedSpec(text, SourceKind.LOCAL, path.resolve())
+        raise ModelNotFoundError(
+            f"directory '{text}' holds no model: expected config.json (a full model) or "
+            "adapter_config.json (a LoRA adapter). Point --model at a model directory."
+        )
+    # Hub ids are "name" or "owner/name"; anything else with a slash is a (missing) path.
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    if looks_like_path or path.exists() or not _HUB_ID_RE.match(text):
+        raise ModelNotFoundError(
+            f"model '{text}' not found: it is not a directory, a Hugging Face id or a known "
+            f"name. Use '{embedded.EMBEDDED_SPEC}' (embedded), a hub id such as 'gpt2', or "
+            "the path of a model directory (`taleforge models` lists what is here)."
+        )
+    return ResolvedSpec(text, SourceKind.HUB)
+
+
+def load_model(
+    spec: str = embedded.EMBEDDED_SPEC, *, dtype: str = "float32", trust_remote_code: bool = False
+) -> LoadedModel:
+    """Load a model and its tokenizer from a spec.
+
+    Args:
+        spec: ``smollm2-135m`` (embedded), a hub id (``gpt2``), a model or adapter directory.
+        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        trust_remote_code: Allow hub models with custom code.
+
+    Raises:
+        ModelNotFoundError: Nothing loadable under that spec here (offline and uncached, ...).
+        ModelLoadError: Files were found but are broken or incomplete.
+    """
+    resolved = resolve_spec(spec)
+    options: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if resolved.kind is SourceKind.EMBEDDED:
+        directory = embedded.ensure_converted()
+        return _load_directory(resolved.spec, SourceKind.EMBEDDED, directory, options)
+    if resolved.kind is SourceKind.LOCAL:
+        assert resolved.path is not None
+        return _load_directory(resolved.spec, SourceKind.LOCAL, resolved.path, options)
+    if resolved.kind is SourceKind.ADAPTER:
+        assert resolved.path is not None
+        return _load_adapter(resolved.spec, resolved.path, options)
+    return _load_hub(resolved.spec, options)
+
+
+def _load_directory(
+    spec: str, kind: SourceKind, directory: Path, options: dict[str, Any]
+) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        model = AutoModelForCausalLM.from_pretrained(str(directory), **options)
+    except Exception as exc:  # safetensors, tokenizers and torch raise their own types
+        raise ModelLoadError(
+            f"cannot load the model in '{directory}': {_first_line(exc)}. The directory is "
+            "incomplete or corrupt; re-create it (re-run training or `taleforge models`)."
+        ) from None
+    return _finish(spec, kind, model, tokenizer, directory)
+
+
+def _load_adapter(spec: str, directory: Path, options: dict[str, Any]) -> LoadedModel:
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    try:
+        adapter_config = json.loads((directory / "adapter_config.json").read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{directory}/adapter_config.json unreadable: {exc}") from None
+    metadata = read_metadata(directory)
+    base_spec = (metadata.base_model if metadata else None) or adapter_config.get(
+        "base_model_name_or_path"
+    )
+    if not base_spec:
+        raise ModelLoadError(
+            f"adapter '{directory}' does not name its base model: add base_model_name_or_path "
+            "to adapter_config.json"
+        )
+    base = load_model(base_spec, **options)
+    tokenizer = base.tokenizer
+    if (directory / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        if len(tokenizer) > base.model.get_input_embeddings().num_embeddings:
+            base.model.resize_token_embeddings(len(tokenizer))
+    try:
+        model = PeftModel.from_pretrained(base.model, str(directory))
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(
+            f"cannot apply the adapter in '{directory}' to '{base_spec}': {_first_line(exc)}"
+        ) from None
+    return _finish(spec, SourceKind.ADAPTER, model, tokenizer, directory, base_spec)
+
+
+def _load_hub(repo_id: str, options: dict[str, Any]) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        # The cache first: it needs no network and answers at once.
+        tokenizer = AutoTokenizer.from_pretrained(repo_id, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(repo_id, local_files_only=True, **options)
+        return _finish(repo_id, SourceKind.HUB, model, tokenizer, None)
+    except OSError:
+        pass
+    if hub_offline() or not hub_reachable():
+        raise ModelNotFoundError(
+            f"model '{repo_id}' is not in the Hugging Face cache ({hf_cache_dir()}) and the "
+            "hub cannot be reached (offline). Either download it where there is internet "
+            f"(`hf download {repo_id}`) and copy the cache here or set HF_HOME to a cache "
+            f"that has it, or pass a local directory with --model /path/to/{repo_id}."
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(repo_id)
+        model = AutoModelForCausalLM.from_pretrained(repo_id, **options)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"cannot load '{repo_id}' from the hub: {_first_line(exc)}"
+        ) from None
+    return _finish(repo_id, SourceKind.HUB, model, tokenizer, None)
+
+
+def _finish(
+    spec: str,
+    kind: SourceKind,
+    model: Any,
+    tokenizer: Any,
+    directory: Path | None,
+    base_spec: str | None = None,
+) -> LoadedModel:
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    metadata = read_metadata(directory) if directory is not None else None
+    if metadata is None:
+        metadata = ModelMetadata(
+            name=spec if directory is None else directory.name,
+            base_model=base_spec,
+            template="chat" if getattr(tokenizer, "chat_template", None) else "plain",
+        )
+    return LoadedModel(spec, kind, model, tokenizer, metadata, directory)
+
+
+def hub_offline() -> bool:
+    """True when the user asked for offline mode (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        f.upper() in ("1", "ON", "YES", "TRUE") for f in flags
+    )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check of the hub endpoint, so an offline machine fails in seconds."""
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
