@@ -1,0 +1,5 @@
+import sys
+
+from taleforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,247 @@
+"""The ``taleforge`` command: one subcommand per stage, each a thin call into the library.
+
+Standard output carries only results (the story, JSON, a table); progress, timings and
+loading messages go to standard error, so output can be piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel
+
+from taleforge.config import (
+    GenerateConfig,
+    ModelConfig,
+    SamplingParams,
+    TaleforgeConfig,
+    load_config,
+    parse_override,
+)
+from taleforge.errors import TaleforgeError
+
+log = logging.getLogger("taleforge")
+
+#: Flags that ``generate`` offers under short names, mapped to their dotted config keys.
+_SHORT_FLAGS: dict[str, str] = {
+    "--model": "model.spec",
+    "--dtype": "model.dtype",
+    "--mode": "generate.mode",
+    "--genre": "generate.genre",
+    "--context-length": "generate.context_length",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_section_flags(
+    parser: argparse.ArgumentParser,
+    section: str,
+    model: type[BaseModel],
+    flags: dict[str, str],
+    short: bool,
+) -> None:
+    """Add ``--section.field`` (and, when ``short``, ``--field``) for every config field."""
+    group = parser.add_argument_group(f"[{section}] settings", model.__doc__)
+    for name, field in model.model_fields.items():
+        if section == "generate" and name == "prompt":
+            continue
+        key = f"{section}.{name}"
+        names = [_flag(f"{section}.{name}")]
+        short_name = next((f for f, k in _SHORT_FLAGS.items() if k == key), None)
+        if short_name:
+            names.insert(0, short_name)
+        elif short:
+            names.insert(0, _flag(name))
+        flags[key] = names[0]
+        kwargs: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS}
+        annotation = field.annotation
+        default = field.default if field.default is not None else "none"
+        help_text = f"{field.description} (default: {default})"
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(annotation) is tuple:
+            kwargs.update(action="append", metavar="TEXT")
+            help_text = f"{field.description} Repeat for several."
+        else:
+            literal = get_args(annotation) if "Literal" in str(annotation) else ()
+            if literal:
+                kwargs["choices"] = literal
+            kwargs["metavar"] = "VALUE" if not literal else None
+        group.add_argument(*names, help=help_text, **kwargs)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="PRESET", help="TOML preset: a name in configs/ or a file path."
+    )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="Override any setting by dotted key, e.g. --set sampling.top_k=40.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="More log output.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="Only errors on stderr.")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    """The argument parser and the map from dotted key to the flag that sets it."""
+    parser = argparse.ArgumentParser(
+        prog="taleforge",
+        description="Fine-tune language models on creative writing and co-write stories.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    flags: dict[str, str] = {}
+
+    gen = commands.add_parser(
+        "generate",
+        help="Write a story (streamed to stdout).",
+        description="Write a story with a model, streaming it to standard output.",
+    )
+    gen.add_argument("prompt", nargs="?", help="The idea, writing prompt or text to continue.")
+    gen.add_argument("--json", action="store_true", help="Print the full result as JSON.")
+    gen.add_argument("--memory", default="", help="Background kept in context (characters...).")
+    gen.add_argument("--authors-note", default="", help="Direction for what comes next.")
+    _common(gen)
+    _add_section_flags(gen, "model", ModelConfig, flags, short=False)
+    _add_section_flags(gen, "generate", GenerateConfig, flags, short=False)
+    _add_section_flags(gen, "sampling", SamplingParams, flags, short=True)
+
+    models = commands.add_parser("models", help="List the models available here, with sizes.")
+    models.add_argument("--json", action="store_true", help="Print JSON.")
+    models.add_argument("--runs-dir", default=None, help="Where trained runs live (default runs/).")
+    models.add_argument("-v", "--verbose", action="store_true", help="More log output.")
+    models.add_argument("-q", "--quiet", action="store_true", help="Only errors on stderr.")
+
+    config = commands.add_parser("config", help="Print the resolved configuration as JSON.")
+    _common(config)
+    return parser, flags
+
+
+def _resolve_config(args: argparse.Namespace, flags: dict[str, str]) -> TaleforgeConfig:
+    overrides: list[tuple[str, Any]] = [parse_override(item) for item in args.set]
+    overrides += [(k, v) for k, v in vars(args).items() if "." in k]
+    if getattr(args, "prompt", None):
+        overrides.append(("generate.prompt", args.prompt))
+    return load_config(args.config, overrides, flags)
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if not args.verbose:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+
+
+def cmd_generate(args: argparse.Namespace, flags: dict[str, str]) -> int:
+    from taleforge.generate import StoryGenerator
+    from taleforge.models import load_model
+
+    config = _resolve_config(args, flags)
+    log.info("loading %s ...", config.model.spec)
+    model = load_model(
+        config.model.spec,
+        dtype=config.model.dtype,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    generator = StoryGenerator(
+        model, sampling=config.sampling, context_length=config.generate.context_length
+    )
+    stream = generator.stream(
+        config.generate.prompt,
+        mode=config.generate.mode,
+        genre=config.generate.genre,
+        memory=args.memory,
+        authors_note=args.authors_note,
+    )
+    index = 0
+    opening = stream.plan.opening
+    if opening and not args.json:
+        sys.stdout.write(opening)
+    try:
+        for chunk in stream:
+            if args.json:
+                continue
+            if chunk.index != index:
+                sys.stdout.write("\n\n---\n\n" + opening)
+                index = chunk.index
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        stream.cancel()
+        stream.wait()
+        log.warning("\n[stopped]")
+        return 130
+    result = stream.result
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    for story in result.stories:
+        genre = f"{story.genre} ({story.genre_source})" if story.genre else "no genre"
+        log.info(
+            "[%s · seed %d · %d tokens in %.1f s · %.1f tokens/s · %s · %s]",
+            genre,
+            story.seed,
+            story.generated_tokens,
+            story.seconds,
+            story.tokens_per_second,
+            story.finish_reason,
+            story.model,
+        )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from taleforge.models.listing import format_size, list_models
+
+    entries = list_models(Path(args.runs_dir) if args.runs_dir else None)
+    if args.json:
+        json.dump([e.__dict__ for e in entries], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    width = max(len(e.spec) for e in entries)
+    for entry in entries:
+        print(
+            f"{entry.spec:<{width}}  {entry.kind:<9}  {format_size(entry.size_bytes):>9}  "
+            f"{entry.status}"
+        )
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, flags: dict[str, str]) -> int:
+    config = _resolve_config(args, flags)
+    print(json.dumps(config.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``taleforge`` console script."""
+    parser, flags = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        if args.command == "generate":
+            return cmd_generate(args, flags)
+        if args.command == "models":
+            return cmd_models(args)
+        return cmd_config(args, flags)
+    except TaleforgeError as exc:
+        print(f"taleforge: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

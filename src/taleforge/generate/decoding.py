@@ -1,0 +1,111 @@
+"""The pieces between our sampling parameters and ``model.generate``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from taleforge.config import SamplingParams
+
+#: How many story tokens from the end the author's note is inserted (as KoboldAI does), so it
+#: steers what comes next without being the very last thing the model read.
+AUTHORS_NOTE_DEPTH = 48
+
+
+def generation_config(
+    params: SamplingParams,
+    *,
+    max_new_tokens: int,
+    min_new_tokens: int,
+    pad_token_id: int | None,
+    eos_token_id: int | list[int] | None,
+) -> Any:
+    """Map our sampling parameters to a transformers ``GenerationConfig``."""
+    from transformers import GenerationConfig
+
+    options: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": min_new_tokens,
+        "repetition_penalty": params.repetition_penalty,
+        "no_repeat_ngram_size": params.no_repeat_ngram_size,
+        "pad_token_id": pad_token_id,
+        "eos_token_id": eos_token_id,
+    }
+    if params.greedy:
+        options["do_sample"] = False
+    else:
+        options.update(
+            do_sample=True,
+            temperature=params.temperature,
+            top_k=params.top_k or None,
+            top_p=params.top_p,
+            typical_p=params.typical_p,
+            min_p=params.min_p or None,
+        )
+    return GenerationConfig(**options)
+
+
+def window_plan(story_length: int, remaining: int, room: int) -> tuple[int, int]:
+    """Decide one decoding step of a story that may outgrow the context window.
+
+    Args:
+        story_length: Story tokens so far (opening plus generated).
+        remaining: Tokens still to generate.
+        room: Context tokens available for story plus new tokens (window minus header).
+
+    Returns:
+        ``(keep, step)``: how many of the latest story tokens to keep in context and how many
+        new tokens to generate in this step. When everything fits, all is kept and all is
+        generated; otherwise half the room is kept as context and half is generated.
+    """
+    if story_length + remaining <= room:
+        return story_length, remaining
+    step = min(remaining, max(room // 2, 1))
+    return min(story_length, room - step), step
+
+
+def build_context(
+    header_ids: Sequence[int],
+    story_ids: Sequence[int],
+    keep: int,
+    note_ids: Sequence[int] = (),
+) -> list[int]:
+    """Header + the last ``keep`` story tokens, with the author's note inserted near the end."""
+    tail = list(story_ids[len(story_ids) - keep :]) if keep > 0 else []
+    if note_ids:
+        at = max(0, len(tail) - AUTHORS_NOTE_DEPTH)
+        tail = tail[:at] + list(note_ids) + tail[at:]
+    return [*header_ids, *tail]
+
+
+class TokenSink:
+    """A transformers streamer that hands each new token id to a callback.
+
+    ``generate`` first puts the prompt, then one token per step; the prompt is skipped.
+    """
+
+    def __init__(self, on_token: Callable[[int], None]) -> None:
+        self._on_token = on_token
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        for token_id in value.reshape(-1).tolist():
+            self._on_token(int(token_id))
+
+    def end(self) -> None:
+        """Called by ``generate`` when it finishes; nothing to flush."""
+
+
+def stopping_criteria(should_stop: Callable[[], bool]) -> Any:
+    """A criteria list that ends ``generate`` at the next token once ``should_stop()`` is true."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), should_stop(), dtype=torch.bool)
+
+    return StoppingCriteriaList([_Stop()])

@@ -1,0 +1,411 @@
+"""StoryGenerator: the one API that writes stories, used by the CLI, the app and the tests."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from taleforge.config import MODES, SamplingParams, make_sampling
+from taleforge.errors import ConfigError
+from taleforge.generate import decoding
+from taleforge.generate.postprocess import cut_at_stop, find_stop, finish_text, stream_safe_length
+from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
+from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
+from taleforge.genres import choose_genre, normalize_genre
+from taleforge.models import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class StoryRequest:
+    """Everything that defines one request, validated."""
+
+    prompt: str
+    mode: str
+    genre: str | None
+    params: SamplingParams
+    memory: str = ""
+    authors_note: str = ""
+    history: tuple[ChatMessage, ...] = ()
+
+
+class StoryStream:
+    """An iterator of :class:`StreamChunk` produced by a background generation thread.
+
+    Iterate it to receive text as it is written; call :meth:`cancel` (or leave a ``with``
+    block) to stop at the next token. After the iteration ends, :attr:`result` holds the
+    finished stories.
+    """
+
+    def __init__(self, generator: StoryGenerator, request: StoryRequest) -> None:
+        #: How the request was formatted; ``plan.opening`` is the story's given beginning
+        #: (continue mode, plain models), which the streamed chunks follow.
+        self.plan = generator.plan(request)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._cancel = threading.Event()
+        self._stories: list[Story] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(generator, request),
+            name="taleforge-generate",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(self, generator: StoryGenerator, request: StoryRequest) -> None:
+        try:
+            stories = generator._write_stories(request, self.plan, self._cancel, self._queue.put)
+            for story in stories:
+                self._stories.append(story)
+        except BaseException as exc:  # handed to the consumer, never lost in the thread
+            self._error = exc
+        finally:
+            self._queue.put(_DONE)
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        return self
+
+    def __next__(self) -> StreamChunk:
+        item = self._queue.get()
+        if item is _DONE:
+            self._queue.put(_DONE)  # later calls end too
+            self._thread.join()
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            raise StopIteration
+        return item
+
+    def cancel(self) -> None:
+        """Stop generating at the next token; the stream then ends with what was written."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the generation thread to end; True when it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def result(self) -> GenerationResult:
+        """The finished stories (consumes the rest of the stream first)."""
+        for _ in self:
+            pass
+        return GenerationResult(tuple(self._stories))
+
+    def __enter__(self) -> StoryStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+        self.wait()
+
+    def __del__(self) -> None:
+        cancel = getattr(self, "_cancel", None)  # absent when planning the request failed
+        if cancel is not None:
+            cancel.set()
+
+
+class StoryGenerator:
+    """Writes stories with a loaded model.
+
+    Example:
+        >>> generator = StoryGenerator("smollm2-135m")
+        >>> story = generator.generate("magic castle", genre="auto", seed=7).stories[0]
+        >>> for chunk in generator.stream("a robot learns to paint", temperature=0.9):
+        ...     print(chunk.text, end="")
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel | str | None = None,
+        *,
+        sampling: SamplingParams | None = None,
+        context_length: int | None = None,
+    ) -> None:
+        """Args:
+        model: A loaded model or a model spec (default: the embedded model).
+        sampling: Default sampling parameters; each call may override any of them.
+        context_length: Cap on tokens in context (default: the model's window).
+        """
+        self.model = model if isinstance(model, LoadedModel) else load_model(model or "default")
+        self.sampling = sampling or SamplingParams()
+        window = self.model.context_length
+        if context_length is not None:
+            if context_length < 16:
+                raise ConfigError(f"context_length {context_length} is too small: use >= 16")
+            window = min(window, context_length)
+        self.context_length = window
+
+    # -- public API ---------------------------------------------------------------------
+
+    def generate(self, prompt: str, **options: Any) -> GenerationResult:
+        """Write stories for a prompt and return them when finished.
+
+        Args:
+            prompt: The idea, writing prompt, text to continue, or chat message.
+            **options: ``mode``, ``genre``, ``memory``, ``authors_note``, ``history`` and any
+                :class:`SamplingParams` field (``temperature=0.9``, ``seed=7``, ...).
+        """
+        return self.stream(prompt, **options).result
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        mode: str = "story",
+        genre: str | None = "auto",
+        memory: str = "",
+        authors_note: str = "",
+        history: Sequence[ChatMessage] = (),
+        **sampling: Any,
+    ) -> StoryStream:
+        """Start writing and return a stream of text chunks (see :class:`StoryStream`)."""
+        request = self.make_request(
+            prompt,
+            mode=mode,
+            genre=genre,
+            memory=memory,
+            authors_note=authors_note,
+            history=history,
+            **sampling,
+        )
+        return StoryStream(self, request)
+
+    def make_request(
+        self,
+        prompt: str,
+        *,
+        mode: str = "story",
+        genre: str | None = "auto",
+        memory: str = "",
+        authors_note: str = "",
+        history: Sequence[ChatMessage] = (),
+        **sampling: Any,
+    ) -> StoryRequest:
+        """Validate a request without generating (errors say what to change)."""
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode '{mode}': use one of {', '.join(MODES)}")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError("the prompt is empty: give an idea, a writing prompt or text")
+        for turn in history:
+            if turn.get("role") not in ("user", "assistant") or not isinstance(
+                turn.get("content"), str
+            ):
+                raise ConfigError("history turns must be {'role': 'user'|'assistant', 'content'}")
+        if genre is not None and genre.strip().lower() not in ("auto", "none", ""):
+            genre = normalize_genre(genre)
+        params = make_sampling(self.sampling, **sampling)
+        return StoryRequest(
+            prompt, mode, genre, params, memory, authors_note, tuple(dict(t) for t in history)
+        )
+
+    def plan(self, request: StoryRequest) -> PromptPlan:
+        """Format a request for this model (pure; shown by ``--json`` as formatted_prompt)."""
+        metadata = self.model.metadata
+        render = None
+        if self.model.has_chat_template:
+
+            def render(messages: list[ChatMessage]) -> str:
+                text = self.model.tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=False
+                )
+                return str(text)
+
+        return plan_prompt(
+            request.prompt,
+            mode=request.mode,
+            genre=choose_genre(request.genre, request.prompt),
+            template=metadata.template,
+            genre_tags=metadata.genre_tags,
+            memory=request.memory,
+            authors_note=request.authors_note,
+            history=request.history,
+            render_chat=render,
+        )
+
+    # -- the decoding loop --------------------------------------------------------------
+
+    def _write_stories(
+        self, request: StoryRequest, plan: PromptPlan, cancel: threading.Event, emit: Any
+    ) -> Iterator[Story]:
+        base_seed = request.params.seed
+        if base_seed is None:
+            base_seed = secrets.randbelow(2**31)
+        while not self.model.lock.acquire(timeout=0.1):
+            if cancel.is_set():
+                return
+        try:
+            for index in range(request.params.num_stories):
+                if cancel.is_set():
+                    return
+                seed = (base_seed + index) % 2**32
+                yield self._write_one(request, plan, seed, index, cancel, emit)
+        finally:
+            self.model.lock.release()
+
+    def _encode(self, text: str, *, special: bool) -> list[int]:
+        return list(self.model.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def _write_one(
+        self,
+        request: StoryRequest,
+        plan: PromptPlan,
+        seed: int,
+        index: int,
+        cancel: threading.Event,
+        emit: Any,
+    ) -> Story:
+        import torch
+
+        tokenizer, model, params = self.model.tokenizer, self.model.model, request.params
+        started = time.perf_counter()
+        header_ids = self._encode(plan.header, special=not plan.chat)
+        opening_ids = self._encode(plan.opening, special=False) if plan.opening else []
+        note_ids: list[int] = []
+        if request.authors_note.strip() and not plan.chat:
+            note = f"\n[Author's note: {request.authors_note.strip()}]\n"
+            note_ids = self._encode(note, special=False)
+        room = self.context_length - len(header_ids) - len(note_ids)
+        if room < max(8, self.context_length // 4):
+            raise ConfigError(
+                f"the prompt, memory and author's note take {len(header_ids) + len(note_ids)} "
+                f"tokens of the model's {self.context_length}-token window: shorten them"
+            )
+        eos = model.generation_config.eos_token_id
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+
+        generated: list[int] = []
+        shown = 0
+        first_token_at: float | None = None
+        stop_hit = False
+
+        def on_token(token_id: int) -> None:
+            nonlocal shown, first_token_at, stop_hit
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            if token_id in eos_ids:
+                return
+            generated.append(token_id)
+            text = tokenizer.decode(generated, skip_special_tokens=True)
+            if params.stop and len(generated) >= params.min_new_tokens:
+                at = find_stop(text, params.stop)
+                if at is not None:
+                    stop_hit = True
+                    text = text[:at]
+            limit = len(text) if stop_hit else stream_safe_length(text, params.stop)
+            if limit > shown:
+                emit(StreamChunk(index, text[shown:limit]))
+                shown = limit
+
+        criteria = decoding.stopping_criteria(lambda: cancel.is_set() or stop_hit)
+        torch.manual_seed(seed)
+        finish: FinishReason = "length"
+        shifts = 0
+        prompt_tokens = len(header_ids) + len(opening_ids)
+        while len(generated) < params.max_new_tokens:
+            story_ids = opening_ids + generated
+            keep, step = decoding.window_plan(
+                len(story_ids), params.max_new_tokens - len(generated), room
+            )
+            if keep < len(story_ids):
+                shifts += 1
+            context = decoding.build_context(header_ids, story_ids, keep, note_ids)
+            config = decoding.generation_config(
+                params,
+                max_new_tokens=step,
+                min_new_tokens=min(step, max(0, params.min_new_tokens - len(generated))),
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=sorted(eos_ids) or None,
+            )
+            before = len(generated)
+            input_ids = torch.tensor([context])
+            with torch.inference_mode():
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    generation_config=config,
+                    stopping_criteria=criteria,
+                    streamer=decoding.TokenSink(on_token),
+                )
+            new_tokens = output[0, len(context) :].tolist()
+            if cancel.is_set():
+                finish = "cancelled"
+                break
+            if stop_hit:
+                finish = "stop"
+                break
+            if any(t in eos_ids for t in new_tokens) or len(generated) == before:
+                finish = "eos"
+                break
+        return self._finish_story(
+            request,
+            plan,
+            seed,
+            generated,
+            finish,
+            prompt_tokens,
+            started,
+            first_token_at,
+            shifts,
+        )
+
+    def _finish_story(
+        self,
+        request: StoryRequest,
+        plan: PromptPlan,
+        seed: int,
+        generated: list[int],
+        finish: FinishReason,
+        prompt_tokens: int,
+        started: float,
+        first_token_at: float | None,
+        shifts: int,
+    ) -> Story:
+        raw = self.model.tokenizer.decode(generated, skip_special_tokens=True)
+        trim = request.params.trim_to_sentence and finish == "length"
+        new_text, stopped = finish_text(raw, stops=request.params.stop, trim=trim)
+        if stopped:
+            finish = "stop"
+        full_text = new_text
+        if plan.opening:
+            # The story is the given opening plus what the model wrote after it.
+            full_raw = plan.opening + cut_at_stop(raw, request.params.stop)[0]
+            full_text = finish_text(full_raw, stops=(), trim=trim)[0]
+        elapsed = time.perf_counter() - started
+        return Story(
+            text=full_text,
+            generated_text=new_text,
+            prompt=request.prompt,
+            mode=request.mode,
+            genre=plan.genre.genre,
+            genre_source=plan.genre.source,
+            model=self.model.spec,
+            seed=seed,
+            params=request.params.model_copy(update={"seed": seed}),
+            prompt_tokens=prompt_tokens,
+            generated_tokens=len(generated),
+            finish_reason=finish,
+            seconds=round(elapsed, 4),
+            time_to_first_token=None
+            if first_token_at is None
+            else round(first_token_at - started, 4),
+            window_shifts=shifts,
+            formatted_prompt=plan.header + plan.opening,
+            token_ids=tuple(generated),
+        )

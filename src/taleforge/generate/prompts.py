@@ -1,0 +1,146 @@
+"""Pure prompt formatting: from a request (prompt, mode, genre, memory) to model text.
+
+A prompt is planned as two parts:
+
+* ``header``: what always stays in the model's context (instructions, memory, the chat
+  scaffold, a ``[FANTASY] [WP] ... [RESPONSE]`` prefix);
+* ``opening``: text that is the start of the story itself (the text to continue, or the
+  user's first words for a plain model). It is part of the story and may slide out of the
+  window when the story grows past the model's context.
+
+How the request is phrased depends on how the model was trained (its metadata template):
+instruct models with a chat template get natural-language instructions; models fine-tuned
+with genre tags get ``[GENRE]`` tags; plain models get a short text header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from taleforge.errors import ConfigError
+from taleforge.genres import GenreChoice, genre_tag
+
+ChatMessage = dict[str, str]
+RenderChat = Callable[[list[ChatMessage]], str]
+
+WP_TAG = "[WP]"
+RESPONSE_TAG = "[RESPONSE]"
+SYSTEM_PROMPT = (
+    "You are a creative writing assistant. You write vivid, original fiction with concrete "
+    "details, and you answer with the piece itself, without a preamble."
+)
+#: Markers that must never appear in a finished story.
+TEMPLATE_MARKERS: tuple[str, ...] = (
+    WP_TAG,
+    RESPONSE_TAG,
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+)
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """The formatted request: a fixed header and the story's opening."""
+
+    header: str
+    opening: str
+    #: True when ``header`` was rendered by a chat template (it carries its own special tokens).
+    chat: bool
+    genre: GenreChoice
+
+
+def _genre_words(genre: str | None) -> str:
+    return f"{genre} " if genre else ""
+
+
+def instruction(mode: str, prompt: str, genre: str | None) -> str:
+    """The natural-language request an instruct model gets for a mode."""
+    words = _genre_words(genre)
+    if mode == "story":
+        return f"Write a short {words}story based on this idea: {prompt}"
+    if mode == "writing-prompt":
+        return f"Writing prompt: {prompt}\n\nWrite a {words}story that answers this prompt."
+    if mode == "poem":
+        return f"Write a {words}poem about: {prompt}"
+    if mode == "dialogue":
+        return (
+            f"Write a short {words}dialogue, one line per turn in the form NAME: words. "
+            f"The scene: {prompt}"
+        )
+    raise ConfigError(f"mode '{mode}' has no instruction")
+
+
+def plan_prompt(
+    prompt: str,
+    *,
+    mode: str,
+    genre: GenreChoice,
+    template: str,
+    genre_tags: Sequence[str] = (),
+    memory: str = "",
+    authors_note: str = "",
+    history: Sequence[ChatMessage] = (),
+    render_chat: RenderChat | None = None,
+) -> PromptPlan:
+    """Plan the model text for a request.
+
+    Args:
+        prompt: The user's prompt (the text to continue in ``continue`` mode).
+        mode: story, writing-prompt, continue, poem, dialogue or chat.
+        genre: The resolved genre.
+        template: The model's training template: chat, genre_tagged, writing_prompt, plain.
+        genre_tags: Genres whose tags the model was trained with.
+        memory: Background the model must always see (characters, setting).
+        authors_note: Style or direction for what comes next. Chat-formatted requests carry
+            it in the instruction; for text models the generator inserts it near the end of
+            the context instead.
+        history: Earlier chat turns (``chat`` mode).
+        render_chat: Renders chat messages with the model's chat template; None when the
+            model has no chat template.
+
+    Raises:
+        ConfigError: The mode needs something the model lacks (chat without a template).
+    """
+    memory = memory.strip()
+    if mode == "continue":
+        header = f"{memory}\n\n" if memory else ""
+        return PromptPlan(header=header, opening=prompt, chat=False, genre=genre)
+    if mode == "chat" or (template == "chat" and render_chat is not None):
+        if render_chat is None:
+            raise ConfigError(
+                "mode 'chat' needs a model with a chat template (for example smollm2-135m); "
+                "this model has none: use --mode story or continue"
+            )
+        system = SYSTEM_PROMPT + (f"\n\nKeep in mind: {memory}" if memory else "")
+        note = f"\n\nAuthor's note: {authors_note.strip()}" if authors_note.strip() else ""
+        if mode == "chat":
+            messages = [{"role": "system", "content": system}, *history]
+            messages.append({"role": "user", "content": prompt + note})
+        else:
+            request = instruction(mode, prompt, genre.genre) + note
+            messages = [
+                {"role": "system", "content": system},
+                {"role": "user", "content": request},
+            ]
+        return PromptPlan(header=render_chat(messages), opening="", chat=True, genre=genre)
+
+    tagged = genre.genre is not None and genre.genre in genre_tags
+    tag = f"{genre_tag(genre.genre)} " if tagged and genre.genre else ""
+    prefix = f"{memory}\n\n" if memory else ""
+    if mode == "writing-prompt" or template == "writing_prompt":
+        return PromptPlan(f"{prefix}{tag}{WP_TAG} {prompt} {RESPONSE_TAG}", "", False, genre)
+    if tag:
+        return PromptPlan(f"{prefix}{tag}", _opening_for(mode, prompt), False, genre)
+    described = f"A {genre.genre} " if genre.genre else "A "
+    kind = {"story": "story", "poem": "poem", "dialogue": "dialogue"}[mode]
+    if mode == "story":
+        # A plain language model continues text: the prompt becomes the story's first words.
+        header = f"{prefix}{described}{kind}.\n\n" if genre.genre else prefix
+        return PromptPlan(header, prompt, False, genre)
+    return PromptPlan(f"{prefix}{described}{kind} about {prompt}.\n\n", "", False, genre)
+
+
+def _opening_for(mode: str, prompt: str) -> str:
+    return prompt if mode == "story" else f"{prompt}\n\n"
