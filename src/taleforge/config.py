@@ -143,12 +143,100 @@ class SamplingParams(_Section):
         return self.temperature == 0.0
 
 
+DataFormat = Literal["auto", "csv", "tsv", "txt", "jsonl", "json", "writingprompts", "folder", "hf"]
+
+
+class DataConfig(_Section):
+    """Data preparation: reading, cleaning, genres, templates, tokenization and splits."""
+
+    input: str = Field(
+        "data/sample/stories.csv",
+        description="Dataset: a file, a folder of .txt/.md stories, WritingPrompts "
+        "*.wp_source/*.wp_target, a saved Hugging Face dataset directory, or hf:NAME.",
+        min_length=1,
+    )
+    output: str | None = Field(None, description="Output directory; default runs/data/<name>.")
+    format: DataFormat = Field("auto", description="Input format; auto detects it.")
+    encoding: str | None = Field(None, description="Text encoding; default: detected.")
+    encoding_errors: Literal["strict", "replace"] = Field(
+        "strict", description="On undecodable bytes: stop with an error, or replace them."
+    )
+    text_column: str | None = Field(None, description="Story column (CSV/JSON); default: guess.")
+    prompt_column: str | None = Field(None, description="Prompt column; default: guess.")
+    genre_column: str | None = Field(None, description="Genre column; default: guess.")
+    title_column: str | None = Field(None, description="Title column; default: guess.")
+    txt_split: Literal["auto", "line", "blank", "eot"] = Field(
+        "auto",
+        description="Plain text: one story per line, stories between blank lines, or "
+        "separated by <|endoftext|>; auto picks from the file.",
+    )
+    max_record_chars: int = Field(
+        2_000_000, ge=1000, description="Longest story or line accepted, in characters."
+    )
+    fix_html: bool = Field(True, description="Strip HTML tags, decode entities.")
+    fix_unicode: bool = Field(True, description="Repair mojibake, NFC-normalize Unicode.")
+    fix_control_chars: bool = Field(True, description="Remove control characters.")
+    fix_whitespace: bool = Field(True, description="Normalize spaces and line breaks.")
+    fix_writingprompts: bool = Field(
+        True, description="Turn <newline> markers into line breaks and undo WP tokenization."
+    )
+    min_words: int = Field(20, ge=0, description="Drop stories shorter than this (0 = off).")
+    max_words: int = Field(20_000, ge=0, description="Drop stories longer than this (0 = off).")
+    min_letter_ratio: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="Drop texts whose share of letters among visible characters is lower "
+        "(tables, code, noise); 0 = off.",
+    )
+    dedup_exact: bool = Field(True, description="Drop exact duplicates (after cleaning).")
+    dedup_near: bool = Field(True, description="Drop near duplicates (MinHash).")
+    near_dup_threshold: float = Field(
+        0.8, gt=0.0, le=1.0, description="Jaccard similarity above which texts are duplicates."
+    )
+    genre_from: Literal["auto", "column", "tag", "classifier", "none"] = Field(
+        "auto",
+        description="Where genres come from; auto = column, else a leading [TAG], else the "
+        "classifier.",
+    )
+    extra_genres: tuple[str, ...] = Field(
+        (), description="Genres accepted beyond the built-in set (e.g. western)."
+    )
+    template: Literal["plain", "genre_tagged", "writing_prompt"] = Field(
+        "writing_prompt",
+        description="plain story; [GENRE] story; or [GENRE] [WP] prompt [RESPONSE] story "
+        "(records without a prompt fall back to genre_tagged).",
+    )
+    genre_tags: bool = Field(True, description="Put the [GENRE] tag in front of each text.")
+    add_special_tokens: bool = Field(
+        True, description="Add [WP], [RESPONSE] and genre tags to the tokenizer as tokens."
+    )
+    loss_on_story_only: bool = Field(
+        False, description="Mask the prompt part out of the loss (labels = -100)."
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer spec; default: model.spec.")
+    packing: Literal["pack", "pad"] = Field(
+        "pack",
+        description="pack: concatenate and cut into blocks; pad: one text per row, "
+        "truncated and padded with EOS (the seed recipe).",
+    )
+    block_size: int = Field(256, ge=16, le=32_768, description="Tokens per packed block.")
+    max_length: int = Field(128, ge=8, le=32_768, description="Row length when packing = pad.")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share for validation.")
+    test_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share for test.")
+    split_salt: str = Field(
+        "taleforge", description="Salt of the content hash that assigns splits."
+    )
+    num_proc: int = Field(2, ge=1, le=64, description="Processes for tokenization.")
+
+
 class TaleforgeConfig(_Section):
     """The whole configuration tree."""
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="Model selection.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="What to write.")
     sampling: SamplingParams = Field(default_factory=SamplingParams, description="Decoding.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Data preparation.")
 
 
 def describe_validation_error(

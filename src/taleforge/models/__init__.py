@@ -2,7 +2,14 @@
 
 from taleforge.models.embedded import EMBEDDED_SPEC, cache_root, ensure_converted
 from taleforge.models.listing import ModelEntry, list_models
-from taleforge.models.loading import LoadedModel, ResolvedSpec, SourceKind, load_model, resolve_spec
+from taleforge.models.loading import (
+    LoadedModel,
+    ResolvedSpec,
+    SourceKind,
+    load_model,
+    load_tokenizer,
+    resolve_spec,
+)
 from taleforge.models.metadata import METADATA_FILE, ModelMetadata, read_metadata, write_metadata
 
 __all__ = [
@@ -17,6 +24,7 @@ __all__ = [
     "ensure_converted",
     "list_models",
     "load_model",
+    "load_tokenizer",
     "read_metadata",
     "resolve_spec",
     "write_metadata",

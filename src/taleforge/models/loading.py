@@ -133,6 +133,52 @@ def load_model(
     return _load_hub(resolved.spec, options)
 
 
+def load_tokenizer(spec: str = embedded.EMBEDDED_SPEC) -> Any:
+    """Load only the tokenizer of a model spec (fast: no weights are read).
+
+    Raises:
+        ModelNotFoundError: As :func:`load_model`.
+    """
+    from transformers import AutoTokenizer
+
+    resolved = resolve_spec(spec)
+    if resolved.kind is SourceKind.EMBEDDED:
+        location = str(embedded.ensure_converted())
+    elif resolved.path is not None:
+        location = str(resolved.path)
+        if (
+            resolved.kind is SourceKind.ADAPTER
+            and not (resolved.path / "tokenizer_config.json").is_file()
+        ):
+            config = json.loads((resolved.path / "adapter_config.json").read_text("utf-8"))
+            return load_tokenizer(config["base_model_name_or_path"])
+    else:
+        location = resolved.spec
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True)
+        except OSError:
+            if hub_offline() or not hub_reachable():
+                raise ModelNotFoundError(
+                    f"the tokenizer of '{location}' is not in the Hugging Face cache "
+                    f"({hf_cache_dir()}) and the hub cannot be reached: pass a local model "
+                    "directory or a cached model"
+                ) from None
+            tokenizer = AutoTokenizer.from_pretrained(location)
+        return _with_pad(tokenizer)
+    try:
+        return _with_pad(AutoTokenizer.from_pretrained(location))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load the tokenizer in '{location}': {_first_line(exc)}"
+        ) from None
+
+
+def _with_pad(tokenizer: Any) -> Any:
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _load_directory(
     spec: str, kind: SourceKind, directory: Path, options: dict[str, Any]
 ) -> LoadedModel:
@@ -217,8 +263,7 @@ def _finish(
     base_spec: str | None = None,
 ) -> LoadedModel:
     model.eval()
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    _with_pad(tokenizer)
     metadata = read_metadata(directory) if directory is not None else None
     if metadata is None:
         metadata = ModelMetadata(

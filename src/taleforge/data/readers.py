@@ -1,0 +1,503 @@
+"""Readers: every supported dataset format to a list of :class:`Record`.
+
+Formats: CSV/TSV, plain text (one story per line, blank-line or ``<|endoftext|>``
+separated), JSONL/JSON, WritingPrompts ``*.wp_source``/``*.wp_target`` pairs, a folder of
+``.txt``/``.md`` stories, and Hugging Face datasets (a saved directory or ``hf:NAME``).
+Every error names the file and the line or row, and says what to change.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taleforge.config import DataConfig
+from taleforge.data.records import DataError, Record
+
+SAMPLE_BYTES = 256 * 1024
+EOT = "<|endoftext|>"
+TEXT_COLUMNS = (
+    "text",
+    "story",
+    "content",
+    "body",
+    "response",
+    "completion",
+    "output",
+    "target",
+    "story_text",
+)
+PROMPT_COLUMNS = ("prompt", "writing_prompt", "wp", "source", "instruction", "premise", "input")
+GENRE_COLUMNS = ("genre", "genres", "tag", "tags", "category", "label")
+TITLE_COLUMNS = ("title", "name", "headline")
+WP_SUFFIXES = (".wp_source", ".wp_target")
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """Records and how they were read."""
+
+    records: list[Record]
+    format: str
+    files: list[Path]
+    encoding: str | None = None
+
+
+# -- format detection and decoding ----------------------------------------------------------
+
+
+def detect_format(spec: str) -> str:
+    """Guess the format of a dataset path (or ``hf:NAME``)."""
+    if spec.startswith("hf:"):
+        return "hf"
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(
+            f"dataset '{spec}' not found: give a file, a folder, or hf:NAME for a Hugging "
+            "Face dataset (the default is data/sample/stories.csv)"
+        )
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            return "hf"
+        if any(path.glob("*.wp_source")):
+            return "writingprompts"
+        return "folder"
+    suffix = path.suffix.lower()
+    by_suffix = {
+        ".csv": "csv",
+        ".tsv": "tsv",
+        ".tab": "tsv",
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+        ".json": "json",
+        ".txt": "txt",
+        ".text": "txt",
+        ".md": "txt",
+        ".wp_source": "writingprompts",
+        ".wp_target": "writingprompts",
+    }
+    if suffix in by_suffix:
+        return by_suffix[suffix]
+    head = path.read_bytes()[:1024].lstrip()
+    return "jsonl" if head.startswith(b"{") else "txt"
+
+
+def detect_encoding(path: Path, declared: str | None) -> str:
+    """The encoding to read ``path`` with: declared, a BOM, UTF-8, or detected.
+
+    Raises:
+        DataError: The file looks binary, or the declared encoding is unknown.
+    """
+    with path.open("rb") as handle:
+        sample = handle.read(SAMPLE_BYTES)
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return declared or "utf-16"
+    if b"\x00" in sample:
+        offset = sample.index(b"\x00")
+        raise DataError(
+            f"{path}: looks like a binary file (NUL byte at offset {offset}): give a text "
+            "dataset (CSV, TXT, JSONL, WritingPrompts) or a folder of .txt stories"
+        )
+    if declared:
+        try:
+            codecs.lookup(declared)
+        except LookupError:
+            raise DataError(
+                f"unknown encoding '{declared}': use e.g. utf-8, latin-1, cp1252"
+            ) from None
+        return declared
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    try:
+        # A multi-byte character may be cut at the end of the sample.
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample).best()
+    return best.encoding if best is not None else "utf-8"
+
+
+def _decode_error(path: Path, line: int, encoding: str, exc: UnicodeDecodeError) -> DataError:
+    return DataError(
+        f"{path}: line {line}: bytes that are not valid {encoding} ({exc.reason}). Declare "
+        "the real encoding with --data.encoding (e.g. latin-1), or pass "
+        "--data.encoding-errors replace to replace the bad bytes"
+    )
+
+
+def iter_lines(path: Path, encoding: str, errors: str, max_chars: int) -> Iterator[str]:
+    """Lines of a text file, decoded, each bounded by ``max_chars`` (a 2 GB line is refused)."""
+    with path.open("r", encoding=encoding, errors=errors, newline="") as handle:
+        number = 0
+        while True:
+            number += 1
+            try:
+                line = handle.readline(max_chars + 1)
+            except UnicodeDecodeError as exc:
+                raise _decode_error(path, number, encoding, exc) from None
+            if not line:
+                return
+            if len(line) > max_chars and not line.endswith("\n"):
+                raise DataError(
+                    f"{path}: line {number} is longer than {max_chars:,} characters; is it "
+                    "really one story? Split the file or raise --data.max-record-chars"
+                )
+            yield line
+
+
+# -- column mapping -------------------------------------------------------------------------
+
+
+def _pick(
+    columns: list[str],
+    wanted: str | None,
+    guesses: tuple[str, ...],
+    role: str,
+    path: Path,
+    required: bool,
+) -> str | None:
+    lowered = {c.strip().lower(): c for c in columns}
+    if wanted is not None:
+        if wanted in columns:
+            return wanted
+        if wanted.lower() in lowered:
+            return lowered[wanted.lower()]
+        raise DataError(
+            f"{path}: no column '{wanted}' for the {role} (columns: {', '.join(columns)}): "
+            f"set --data.{role}-column to one of them"
+        )
+    for guess in guesses:
+        if guess in lowered:
+            return lowered[guess]
+    if required:
+        raise DataError(
+            f"{path}: cannot tell which column holds the {role} (columns: "
+            f"{', '.join(columns) or 'none'}): set --data.{role}-column NAME"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str
+    prompt: str | None
+    genre: str | None
+    title: str | None
+
+    @classmethod
+    def choose(cls, columns: list[str], config: DataConfig, path: Path) -> Columns:
+        text = _pick(columns, config.text_column, TEXT_COLUMNS, "text", path, True)
+        assert text is not None
+        others = [c for c in columns if c != text]
+        return cls(
+            text=text,
+            prompt=_pick(others, config.prompt_column, PROMPT_COLUMNS, "prompt", path, False),
+            genre=_pick(others, config.genre_column, GENRE_COLUMNS, "genre", path, False),
+            title=_pick(others, config.title_column, TITLE_COLUMNS, "title", path, False),
+        )
+
+    def record(self, row: Mapping[str, Any], source: str) -> Record | None:
+        def cell(name: str | None) -> str | None:
+            if name is None:
+                return None
+            value = row.get(name)
+            if value is None:
+                return None
+            if isinstance(value, list):
+                value = value[0] if value else None
+                if value is None:
+                    return None
+            text = str(value).strip()
+            return text or None
+
+        text = cell(self.text)
+        if text is None:
+            return Record(text="", source=source)
+        genre = cell(self.genre)
+        return Record(
+            text=text,
+            prompt=cell(self.prompt),
+            genre=genre,
+            title=cell(self.title),
+            source=source,
+            genre_source="column" if genre else "none",
+        )
+
+
+# -- readers --------------------------------------------------------------------------------
+
+
+def read_csv(path: Path, config: DataConfig, delimiter: str | None) -> ReadResult:
+    encoding = detect_encoding(path, config.encoding)
+    csv.field_size_limit(config.max_record_chars)
+    records = []
+    with path.open("r", encoding=encoding, errors=config.encoding_errors, newline="") as handle:
+        try:
+            sample = handle.read(SAMPLE_BYTES)
+        except UnicodeDecodeError as exc:
+            raise _decode_error(path, 1, encoding, exc) from None
+        if delimiter is None:
+            try:
+                delimiter = csv.Sniffer().sniff(sample[:20_000], delimiters=",;\t|").delimiter
+            except csv.Error:
+                delimiter = ","
+        handle.seek(0)
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        try:
+            columns = [c for c in (reader.fieldnames or []) if c is not None]
+            mapping = Columns.choose(columns, config, path)
+            for row in reader:
+                if None in row:  # more cells than header fields
+                    raise DataError(
+                        f"{path}: row ending at line {reader.line_num} has more cells than "
+                        "the header; quote fields that contain the delimiter"
+                    )
+                record = mapping.record(row, f"{path.name}:line {reader.line_num}")
+                if record is not None:
+                    records.append(record)
+        except csv.Error as exc:
+            raise DataError(
+                f"{path}: line {reader.line_num}: {exc}. Fix the quoting, or raise "
+                "--data.max-record-chars if a story really is that long"
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise _decode_error(path, reader.line_num + 1, encoding, exc) from None
+    return ReadResult(records, "tsv" if delimiter == "\t" else "csv", [path], encoding)
+
+
+def _split_text(text: str, mode: str) -> list[str]:
+    if mode == "auto":
+        if EOT in text:
+            mode = "eot"
+        else:
+            # Blank-line separated when blank lines exist and the blocks hold several lines
+            # each; a file of one story per line with the odd blank line stays "line".
+            lines = [line for line in text.splitlines() if line.strip()]
+            blocks = [b for b in re.split(r"\n[ \t]*\n", text) if b.strip()]
+            several = len(blocks) > 1 and len(lines) / len(blocks) >= 1.5
+            mode = "blank" if several else "line"
+    if mode == "eot":
+        parts = text.split(EOT)
+    elif mode == "blank":
+        parts = re.split(r"\n[ \t]*\n", text)
+    else:
+        parts = text.splitlines()
+    return [p.strip() for p in parts if p.strip()]
+
+
+def read_txt(path: Path, config: DataConfig) -> ReadResult:
+    encoding = detect_encoding(path, config.encoding)
+    text = "".join(iter_lines(path, encoding, config.encoding_errors, config.max_record_chars))
+    records = [
+        Record(text=part, source=f"{path.name}:story {i}")
+        for i, part in enumerate(_split_text(text, config.txt_split), start=1)
+    ]
+    return ReadResult(records, "txt", [path], encoding)
+
+
+def _rows_from_json(data: Any, path: Path) -> list[Any]:
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        for key in ("data", "stories", "records", "train", "rows", "items"):
+            if isinstance(data.get(key), list):
+                return list(data[key])
+    raise DataError(
+        f'{path}: expected a list of objects (or {{"data": [...]}}), found {type(data).__name__}'
+    )
+
+
+def _records_from_rows(rows: list[Any], config: DataConfig, path: Path, label: str) -> list[Record]:
+    objects = [r for r in rows if isinstance(r, dict)]
+    if not objects:
+        return [
+            Record(text=str(r).strip(), source=f"{path.name}:{label} {i}")
+            for i, r in enumerate(rows, start=1)
+            if isinstance(r, str)
+        ]
+    columns = list(dict.fromkeys(k for row in objects[:1000] for k in row))
+    mapping = Columns.choose(columns, config, path)
+    records = []
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: {label} {i} is {type(row).__name__}, not an object")
+        record = mapping.record(row, f"{path.name}:{label} {i}")
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def read_jsonl(path: Path, config: DataConfig) -> ReadResult:
+    encoding = detect_encoding(path, config.encoding)
+    rows = []
+    lines = iter_lines(path, encoding, config.encoding_errors, config.max_record_chars)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}: line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                "each line must be one JSON object"
+            ) from None
+    return ReadResult(_records_from_rows(rows, config, path, "line"), "jsonl", [path], encoding)
+
+
+def read_json(path: Path, config: DataConfig) -> ReadResult:
+    encoding = detect_encoding(path, config.encoding)
+    text = "".join(iter_lines(path, encoding, config.encoding_errors, config.max_record_chars))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}); for one object per line "
+            "use a .jsonl file"
+        ) from None
+    rows = _rows_from_json(data, path)
+    return ReadResult(_records_from_rows(rows, config, path, "item"), "json", [path], encoding)
+
+
+_WP_TAG_RE = re.compile(r"^\s*\[\s*([A-Za-z]{2,4})\s*\]\s*")
+
+
+def _wp_pairs(path: Path) -> list[tuple[Path, Path]]:
+    if path.is_dir():
+        sources = sorted(path.glob("*.wp_source"))
+    else:
+        sources = [path.with_suffix(".wp_source")]
+    pairs = []
+    for source in sources:
+        target = source.with_suffix(".wp_target")
+        if not source.is_file() or not target.is_file():
+            raise DataError(
+                f"WritingPrompts needs both {source.name} and {target.name} side by side "
+                f"in {source.parent}"
+            )
+        pairs.append((source, target))
+    if not pairs:
+        raise DataError(f"{path}: no *.wp_source / *.wp_target pairs found")
+    return pairs
+
+
+def read_writingprompts(path: Path, config: DataConfig) -> ReadResult:
+    """WritingPrompts as released by Fan et al. 2018: line N of the source is the prompt of
+    line N of the target; prompts start with a tag such as ``[WP]``."""
+    records: list[Record] = []
+    files: list[Path] = []
+    for source, target in _wp_pairs(path):
+        encoding = detect_encoding(source, config.encoding)
+        prompts = list(
+            iter_lines(source, encoding, config.encoding_errors, config.max_record_chars)
+        )
+        stories = list(
+            iter_lines(
+                target,
+                detect_encoding(target, config.encoding),
+                config.encoding_errors,
+                config.max_record_chars,
+            )
+        )
+        if len(prompts) != len(stories):
+            raise DataError(
+                f"{source.name} has {len(prompts)} lines but {target.name} has "
+                f"{len(stories)}: the files must be line-aligned pairs"
+            )
+        for number, (prompt, story) in enumerate(zip(prompts, stories, strict=True), 1):
+            prompt = _WP_TAG_RE.sub("", prompt.strip())
+            records.append(
+                Record(
+                    text=story.strip(),
+                    prompt=prompt.strip() or None,
+                    source=f"{target.name}:line {number}",
+                )
+            )
+        files += [source, target]
+    return ReadResult(records, "writingprompts", files, None)
+
+
+def read_folder(path: Path, config: DataConfig) -> ReadResult:
+    """One story per ``.txt``/``.md`` file; a genre-named parent folder sets the genre."""
+    from taleforge.genres import GENRE_ALIASES, GENRES
+
+    known = set(GENRES) | {g.lower() for g in config.extra_genres}
+    files = sorted(
+        p for p in path.rglob("*") if p.suffix.lower() in (".txt", ".md") and p.is_file()
+    )
+    if not files:
+        raise DataError(f"{path}: the folder has no .txt or .md files")
+    records = []
+    for file in files:
+        encoding = detect_encoding(file, config.encoding)
+        text = "".join(iter_lines(file, encoding, config.encoding_errors, config.max_record_chars))
+        title = file.stem.replace("_", " ").replace("-", " ").strip()
+        heading = re.match(r"\s*#\s+(.+)\n", text)
+        if heading:
+            title, text = heading.group(1).strip(), text[heading.end() :]
+        folder = file.parent.name.lower()
+        genre = GENRE_ALIASES.get(folder, folder) if file.parent != path else None
+        genre = genre if genre in known else None
+        records.append(
+            Record(
+                text=text.strip(),
+                title=title,
+                genre=genre,
+                genre_source="column" if genre else "none",
+                source=str(file.relative_to(path)),
+            )
+        )
+    return ReadResult(records, "folder", files, None)
+
+
+def read_hf(spec: str, config: DataConfig) -> ReadResult:
+    """A dataset saved with ``save_to_disk``, or ``hf:NAME[:split]`` from the local cache."""
+    import datasets
+
+    try:
+        if spec.startswith("hf:"):
+            name, _, split = spec[3:].partition(":")
+            loaded = datasets.load_dataset(name, split=split or None)
+        else:
+            loaded = datasets.load_from_disk(spec)
+    except Exception as exc:  # datasets raises many types; all mean "cannot read it"
+        raise DataError(
+            f"cannot load the Hugging Face dataset '{spec}': {str(exc).splitlines()[0]}. "
+            "Offline, only datasets in the local cache (HF_HOME) or saved directories load"
+        ) from None
+    parts = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
+    records: list[Record] = []
+    path = Path(spec)
+    for part in parts:
+        rows = part.to_list()
+        records += _records_from_rows(rows, config, path, "row")
+    return ReadResult(records, "hf", [], None)
+
+
+def read_dataset(config: DataConfig) -> ReadResult:
+    """Read the dataset ``config.input`` in ``config.format`` (auto-detected by default)."""
+    fmt = config.format if config.format != "auto" else detect_format(config.input)
+    if fmt == "hf":
+        return read_hf(config.input, config)
+    path = Path(config.input)
+    if not path.exists():
+        raise DataError(f"dataset '{config.input}' not found")
+    if fmt in ("csv", "tsv") and path.is_file():
+        return read_csv(path, config, "\t" if fmt == "tsv" else None)
+    if fmt == "writingprompts":
+        return read_writingprompts(path, config)
+    if fmt == "folder" or path.is_dir():
+        return read_folder(path, config)
+    if fmt == "jsonl":
+        return read_jsonl(path, config)
+    if fmt == "json":
+        return read_json(path, config)
+    return read_txt(path, config)
