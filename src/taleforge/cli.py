@@ -16,6 +16,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel
 
 from taleforge.config import (
+    DataConfig,
     GenerateConfig,
     ModelConfig,
     SamplingParams,
@@ -29,6 +30,9 @@ log = logging.getLogger("taleforge")
 
 #: Flags that ``generate`` offers under short names, mapped to their dotted config keys.
 _SHORT_FLAGS: dict[str, str] = {
+    "--input": "data.input",
+    "--output": "data.output",
+    "--format": "data.format",
     "--model": "model.spec",
     "--dtype": "model.dtype",
     "--mode": "generate.mode",
@@ -116,6 +120,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     _add_section_flags(gen, "generate", GenerateConfig, flags, short=False)
     _add_section_flags(gen, "sampling", SamplingParams, flags, short=True)
 
+    prep = commands.add_parser(
+        "prepare",
+        help="Prepare a dataset for training (clean, tag, tokenize, split).",
+        description="Read a creative-writing dataset, clean it, tag genres, format it with a "
+        "template, tokenize, pack and split it; writes a DatasetDict and a data card.",
+    )
+    prep.add_argument("--force", action="store_true", help="Rebuild even if up to date.")
+    _common(prep)
+    _add_section_flags(prep, "data", DataConfig, flags, short=False)
+    prep.add_argument(
+        "--model",
+        dest="model.spec",
+        default=argparse.SUPPRESS,
+        help="Model whose tokenizer to use (default: smollm2-135m).",
+    )
+
     models = commands.add_parser("models", help="List the models available here, with sizes.")
     models.add_argument("--json", action="store_true", help="Print JSON.")
     models.add_argument("--runs-dir", default=None, help="Where trained runs live (default runs/).")
@@ -202,6 +222,31 @@ def cmd_generate(args: argparse.Namespace, flags: dict[str, str]) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace, flags: dict[str, str]) -> int:
+    from taleforge.data import prepare
+
+    config = _resolve_config(args, flags)
+    prepared = prepare(config.data, config.model.spec, force=args.force)
+    manifest = prepared.manifest
+    counts = manifest["counts"]
+    print(f"{prepared.directory}")
+    state = "up to date" if prepared.cached else "written"
+    log.info(
+        "%s: %d of %d records kept; %s",
+        state,
+        counts["kept"],
+        counts["read"],
+        ", ".join(
+            f"{s} {v['texts']} texts/{v['tokens']} tokens" for s, v in manifest["tokens"].items()
+        ),
+    )
+    removed = manifest["cleaning"]["removed"]
+    if removed:
+        log.info("removed: %s", ", ".join(f"{k} {v}" for k, v in removed.items()))
+    log.info("data card: %s", prepared.directory / "card.md")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -235,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return cmd_generate(args, flags)
+        if args.command == "prepare":
+            return cmd_prepare(args, flags)
         if args.command == "models":
             return cmd_models(args)
         return cmd_config(args, flags)
