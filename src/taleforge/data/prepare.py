@@ -168,6 +168,11 @@ def prepare(config: DataConfig, tokenizer_spec: str, *, force: bool = False) -> 
     if resolve_spec(spec).kind is SourceKind.EMBEDDED:
         ensure_converted()  # so that its tokenizer files can be fingerprinted
     print_fp = fingerprint(config, spec)
+    if output.exists() and not output.is_dir():
+        raise DataError(
+            f"--output '{output}' is a file, not a directory; it is left untouched: give a "
+            "directory for the prepared dataset"
+        )
     existing = read_manifest(output)
     if existing is None and output.is_dir() and any(output.iterdir()):
         raise DataError(

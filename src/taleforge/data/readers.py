@@ -21,6 +21,8 @@ from taleforge.config import DataConfig
 from taleforge.data.records import DataError, Record
 
 SAMPLE_BYTES = 256 * 1024
+#: A CSV line may be this many times --data.max-record-chars long.
+ROW_FIELDS = 8
 EOT = "<|endoftext|>"
 TEXT_COLUMNS = (
     "text",
@@ -84,18 +86,81 @@ def detect_format(spec: str) -> str:
     }
     if suffix in by_suffix:
         return by_suffix[suffix]
-    head = path.read_bytes()[:1024].lstrip()
+    try:
+        with path.open("rb") as handle:  # only the start: the file may be gigabytes
+            head = handle.read(1024).lstrip()
+    except OSError as exc:
+        raise _os_error(path, exc) from None
     return "jsonl" if head.startswith(b"{") else "txt"
+
+
+def _os_error(path: Path, exc: OSError) -> DataError:
+    reason = exc.strerror or str(exc)
+    return DataError(
+        f"{path}: cannot read the file ({reason}); check that it exists and that you may read it"
+    )
+
+
+def _is_utf8(name: str) -> bool:
+    return codecs.lookup(name).name == "utf-8"
+
+
+#: Unicode blocks that are Latin or hold no script (a Cyrillic or Greek block is a script).
+_NOT_A_SCRIPT = (
+    "Latin",
+    "Punctuation",
+    "Control",
+    "Symbol",
+    "Number",
+    "Spacing Modifier",
+    "Letterlike",
+    "Arrows",
+    "Mathematical",
+    "Specials",
+    "Box Drawing",
+    "Block Elements",
+    "Geometric",
+)
+
+
+def _plausible_cp1252(sample: bytes) -> bool:
+    """Whether ``sample`` reads as Western European text in cp1252 (a superset of Latin-1).
+
+    In English, French, German or Spanish text decoded right, every non-ASCII character
+    inside a word is a letter (café, naïve, Straße). Text in another single-byte code page
+    read as cp1252 puts symbols inside words (Polish "Zażółć" becomes "Za¿ó³æ").
+    """
+    import unicodedata
+
+    try:
+        text = sample.decode("cp1252")
+    except UnicodeDecodeError:
+        return False
+    for i, char in enumerate(text):
+        if ord(char) < 128 or unicodedata.category(char).startswith("L"):
+            continue
+        before = text[i - 1] if i else " "
+        after = text[i + 1] if i + 1 < len(text) else " "
+        if before.isalpha() and after.isalpha():
+            return False
+    return True
 
 
 def detect_encoding(path: Path, declared: str | None) -> str:
     """The encoding to read ``path`` with: declared, a BOM, UTF-8, or detected.
 
+    Undeclared non-UTF-8 text is read as cp1252 (the Windows superset of Latin-1) when it
+    reads as Western European text and the detector sees no other script; otherwise the
+    detector's (charset_normalizer) guess is taken.
+
     Raises:
-        DataError: The file looks binary, or the declared encoding is unknown.
+        DataError: The file cannot be read, looks binary, or the declared encoding is unknown.
     """
-    with path.open("rb") as handle:
-        sample = handle.read(SAMPLE_BYTES)
+    try:
+        with path.open("rb") as handle:
+            sample = handle.read(SAMPLE_BYTES)
+    except OSError as exc:
+        raise _os_error(path, exc) from None
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return declared or "utf-16"
     if b"\x00" in sample:
@@ -111,6 +176,8 @@ def detect_encoding(path: Path, declared: str | None) -> str:
             raise DataError(
                 f"unknown encoding '{declared}': use e.g. utf-8, latin-1, cp1252"
             ) from None
+        if _is_utf8(declared) and sample.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"  # the BOM is not part of the first column's name
         return declared
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
@@ -123,6 +190,11 @@ def detect_encoding(path: Path, declared: str | None) -> str:
     from charset_normalizer import from_bytes
 
     best = from_bytes(sample).best()
+    latin_only = best is None or all(
+        any(word in alphabet for word in _NOT_A_SCRIPT) for alphabet in best.alphabets
+    )
+    if latin_only and _plausible_cp1252(sample):
+        return "cp1252"
     return best.encoding if best is not None else "utf-8"
 
 
@@ -134,23 +206,49 @@ def _decode_error(path: Path, line: int, encoding: str, exc: UnicodeDecodeError)
     )
 
 
+def _too_long(path: Path, number: int, max_chars: int) -> DataError:
+    return DataError(
+        f"{path}: line {number} is longer than {max_chars:,} characters; is it really one "
+        "story? Split the file or raise --data.max-record-chars"
+    )
+
+
 def iter_lines(path: Path, encoding: str, errors: str, max_chars: int) -> Iterator[str]:
-    """Lines of a text file, decoded, each bounded by ``max_chars`` (a 2 GB line is refused)."""
-    with path.open("r", encoding=encoding, errors=errors, newline="") as handle:
+    """Lines of a text file, decoded, each bounded by ``max_chars`` (a 2 GB line is refused
+    without being read). Line ends are kept as they are in the file.
+
+    Lines are split on the bytes and decoded one by one, so a decoding error names the line
+    of the bad byte. UTF-16/32, where a newline is not one byte, are decoded as a stream.
+    """
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    try:
+        handle = (
+            path.open("r", encoding=encoding, errors=errors, newline="")
+            if wide
+            else path.open("rb")
+        )
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    decoder = codecs.getincrementaldecoder(encoding)(errors)
+    # Every character takes at most 4 bytes in the encodings read here.
+    limit = max_chars + 1 if wide else 4 * max_chars + 1
+    with handle:
         number = 0
         while True:
             number += 1
             try:
-                line = handle.readline(max_chars + 1)
+                raw = handle.readline(limit)
+                line = raw if isinstance(raw, str) else decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as exc:
                 raise _decode_error(path, number, encoding, exc) from None
-            if not line:
+            except OSError as exc:
+                raise _os_error(path, exc) from None
+            if not raw:
                 return
-            if len(line) > max_chars and not line.endswith("\n"):
-                raise DataError(
-                    f"{path}: line {number} is longer than {max_chars:,} characters; is it "
-                    "really one story? Split the file or raise --data.max-record-chars"
-                )
+            if len(raw) >= limit and not line.endswith("\n"):
+                raise _too_long(path, number, max_chars)
+            if len(line.rstrip("\r\n")) > max_chars:
+                raise _too_long(path, number, max_chars)
             yield line
 
 
@@ -238,59 +336,72 @@ class Columns:
 
 def read_csv(path: Path, config: DataConfig, delimiter: str | None) -> ReadResult:
     encoding = detect_encoding(path, config.encoding)
-    csv.field_size_limit(config.max_record_chars)
+
+    def lines() -> Iterator[str]:
+        # A row holds several fields (title, prompt, genre, story): bound the line more
+        # loosely and let the csv module's field limit name the field that is too long.
+        line_limit = ROW_FIELDS * config.max_record_chars
+        return iter_lines(path, encoding, config.encoding_errors, line_limit)
+
+    if delimiter is None:
+        sample = []
+        for line in lines():
+            sample.append(line)
+            if sum(map(len, sample)) > 20_000:
+                break
+        try:
+            delimiter = csv.Sniffer().sniff("".join(sample), delimiters=",;\t|").delimiter
+        except csv.Error:
+            delimiter = ","
     records = []
-    with path.open("r", encoding=encoding, errors=config.encoding_errors, newline="") as handle:
-        try:
-            sample = handle.read(SAMPLE_BYTES)
-        except UnicodeDecodeError as exc:
-            raise _decode_error(path, 1, encoding, exc) from None
-        if delimiter is None:
-            try:
-                delimiter = csv.Sniffer().sniff(sample[:20_000], delimiters=",;\t|").delimiter
-            except csv.Error:
-                delimiter = ","
-        handle.seek(0)
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        try:
-            columns = [c for c in (reader.fieldnames or []) if c is not None]
-            mapping = Columns.choose(columns, config, path)
-            for row in reader:
-                if None in row:  # more cells than header fields
-                    raise DataError(
-                        f"{path}: row ending at line {reader.line_num} has more cells than "
-                        "the header; quote fields that contain the delimiter"
-                    )
-                record = mapping.record(row, f"{path.name}:line {reader.line_num}")
-                if record is not None:
-                    records.append(record)
-        except csv.Error as exc:
-            raise DataError(
-                f"{path}: line {reader.line_num}: {exc}. Fix the quoting, or raise "
-                "--data.max-record-chars if a story really is that long"
-            ) from None
-        except UnicodeDecodeError as exc:
-            raise _decode_error(path, reader.line_num + 1, encoding, exc) from None
+    # The field limit is process-wide: set it for this file only.
+    previous_limit = csv.field_size_limit(config.max_record_chars)
+    reader = csv.DictReader(lines(), delimiter=delimiter)
+    try:
+        columns = [c for c in (reader.fieldnames or []) if c is not None]
+        mapping = Columns.choose(columns, config, path)
+        for row in reader:
+            if None in row:  # more cells than header fields
+                raise DataError(
+                    f"{path}: row ending at line {reader.line_num} has more cells than "
+                    "the header; quote fields that contain the delimiter"
+                )
+            record = mapping.record(row, f"{path.name}:line {reader.line_num}")
+            if record is not None:
+                records.append(record)
+    except csv.Error as exc:
+        # DictReader.line_num lags behind; the inner reader knows the line being read.
+        raise DataError(
+            f"{path}: line {reader.reader.line_num}: {exc}. Fix the quoting, or raise "
+            "--data.max-record-chars if a story really is that long"
+        ) from None
+    finally:
+        csv.field_size_limit(previous_limit)
     return ReadResult(records, "tsv" if delimiter == "\t" else "csv", [path], encoding)
 
 
+_BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
+
+
 def _split_text(text: str, mode: str) -> list[str]:
+    # Only line feeds end lines: form feeds or U+2028 inside a story stay in it.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     if mode == "auto":
         if EOT in text:
             mode = "eot"
         else:
             # Blank-line separated when blank lines exist and the blocks hold several lines
             # each; a file of one story per line with the odd blank line stays "line".
-            lines = [line for line in text.splitlines() if line.strip()]
-            blocks = [b for b in re.split(r"\n[ \t]*\n", text) if b.strip()]
+            lines = [line for line in text.split("\n") if line.strip()]
+            blocks = [b for b in _BLANK_LINE_RE.split(text) if b.strip()]
             several = len(blocks) > 1 and len(lines) / len(blocks) >= 1.5
             mode = "blank" if several else "line"
     if mode == "eot":
         parts = text.split(EOT)
     elif mode == "blank":
-        parts = re.split(r"\n[ \t]*\n", text)
+        parts = _BLANK_LINE_RE.split(text)
     else:
-        parts = text.splitlines()
+        parts = text.split("\n")
     return [p.strip() for p in parts if p.strip()]
 
 
@@ -316,18 +427,26 @@ def _rows_from_json(data: Any, path: Path) -> list[Any]:
     )
 
 
-def _records_from_rows(rows: list[Any], config: DataConfig, path: Path, label: str) -> list[Record]:
+def _records_from_rows(
+    rows: list[Any],
+    config: DataConfig,
+    path: Path,
+    label: str,
+    numbers: list[int] | None = None,
+) -> list[Record]:
+    """Records from JSON-like rows; ``numbers`` are the rows' line numbers (1, 2, … if None)."""
+    numbered = list(zip(numbers or range(1, len(rows) + 1), rows, strict=True))
     objects = [r for r in rows if isinstance(r, dict)]
     if not objects:
         return [
             Record(text=str(r).strip(), source=f"{path.name}:{label} {i}")
-            for i, r in enumerate(rows, start=1)
+            for i, r in numbered
             if isinstance(r, str)
         ]
     columns = list(dict.fromkeys(k for row in objects[:1000] for k in row))
     mapping = Columns.choose(columns, config, path)
     records = []
-    for i, row in enumerate(rows, start=1):
+    for i, row in numbered:
         if not isinstance(row, dict):
             raise DataError(f"{path}: {label} {i} is {type(row).__name__}, not an object")
         record = mapping.record(row, f"{path.name}:{label} {i}")
@@ -339,10 +458,12 @@ def _records_from_rows(rows: list[Any], config: DataConfig, path: Path, label: s
 def read_jsonl(path: Path, config: DataConfig) -> ReadResult:
     encoding = detect_encoding(path, config.encoding)
     rows = []
+    numbers = []
     lines = iter_lines(path, encoding, config.encoding_errors, config.max_record_chars)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        numbers.append(number)
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
@@ -350,7 +471,8 @@ def read_jsonl(path: Path, config: DataConfig) -> ReadResult:
                 f"{path}: line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
                 "each line must be one JSON object"
             ) from None
-    return ReadResult(_records_from_rows(rows, config, path, "line"), "jsonl", [path], encoding)
+    records = _records_from_rows(rows, config, path, "line", numbers)
+    return ReadResult(records, "jsonl", [path], encoding)
 
 
 def read_json(path: Path, config: DataConfig) -> ReadResult:
@@ -473,17 +595,28 @@ def read_hf(spec: str, config: DataConfig) -> ReadResult:
             f"cannot load the Hugging Face dataset '{spec}': {str(exc).splitlines()[0]}. "
             "Offline, only datasets in the local cache (HF_HOME) or saved directories load"
         ) from None
-    parts = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
+    parts = list(loaded.items()) if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
     records: list[Record] = []
     path = Path(spec)
-    for part in parts:
-        rows = part.to_list()
-        records += _records_from_rows(rows, config, path, "row")
+    for split, part in parts:
+        label = f"{split} row" if split else "row"  # saved:train row 3
+        records += _records_from_rows(part.to_list(), config, path, label)
     return ReadResult(records, "hf", [], None)
 
 
 def read_dataset(config: DataConfig) -> ReadResult:
-    """Read the dataset ``config.input`` in ``config.format`` (auto-detected by default)."""
+    """Read the dataset ``config.input`` in ``config.format`` (auto-detected by default).
+
+    Raises:
+        DataError: The dataset cannot be read; the message names the file and the fix.
+    """
+    try:
+        return _read_dataset(config)
+    except OSError as exc:  # permissions, sockets, names too long, I/O errors …
+        raise _os_error(Path(exc.filename or config.input), exc) from None
+
+
+def _read_dataset(config: DataConfig) -> ReadResult:
     fmt = config.format if config.format != "auto" else detect_format(config.input)
     if fmt == "hf":
         return read_hf(config.input, config)
