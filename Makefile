@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.taleforge-installed
 
-.PHONY: setup run test test-fast lint format typecheck bench clean
+.PHONY: setup run test test-fast lint format typecheck bench bench-train mlflow-ui story-model clean
 
 # The venv is (re)installed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## run: stream a story from the embedded model to the terminal
+## run: stream a story from the default story model to the terminal
 run: setup
 	$(VENV)/bin/taleforge generate
 
@@ -42,6 +42,23 @@ typecheck: setup
 
 bench: setup
 	$(PY) benchmarks/generate.py --output benchmarks/results/generate.json
+	$(PY) benchmarks/prepare.py --output benchmarks/results/prepare.json
+
+## bench-train: packing vs pad-to-128 training throughput (a few minutes)
+bench-train: setup
+	$(PY) benchmarks/train.py --output benchmarks/results/train.json
+
+## mlflow-ui: browse the training runs tracked under runs/ (http://127.0.0.1:5000)
+mlflow-ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///runs/mlflow.db \
+		--default-artifact-root runs/mlartifacts --host 127.0.0.1 --port 5000
+
+## story-model: re-train the default story model (about 30 minutes on 2 CPU cores)
+story-model: setup
+	$(VENV)/bin/taleforge train --config sample-finetune
+	rm -rf src/taleforge/assets/taleforge-stories
+	cp -r runs/taleforge-stories/model src/taleforge/assets/taleforge-stories
+	cp runs/taleforge-stories/loss.png src/taleforge/assets/taleforge-stories/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info src/*.egg-info

@@ -154,5 +154,8 @@ def test_models_lists_the_embedded_model():
     assert run.returncode == 0, run.stderr
     entries = json.loads(run.stdout)
     assert entries[0]["spec"] == "smollm2-135m" and entries[0]["size_bytes"] > 0
+    story = next(e for e in entries if e["spec"] == "taleforge-stories")
+    assert story["kind"] == "adapter" and 1_000_000 < story["size_bytes"] < 25 * 2**20
     table = taleforge("models")
     assert "smollm2-135m" in table.stdout and "MB" in table.stdout
+    assert "taleforge-stories" in table.stdout

@@ -8,7 +8,7 @@ from taleforge.errors import ConfigError
 
 def test_defaults_work_on_a_laptop():
     config = load_config()
-    assert config.model.spec == "smollm2-135m"
+    assert config.model.spec == "taleforge-stories"
     assert config.model.dtype == "float32"
     assert config.generate.mode == "story"
     assert 0 < config.sampling.temperature <= 1.5

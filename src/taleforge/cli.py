@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
@@ -21,6 +22,7 @@ from taleforge.config import (
     ModelConfig,
     SamplingParams,
     TaleforgeConfig,
+    TrainConfig,
     load_config,
     parse_override,
 )
@@ -133,7 +135,31 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
         "--model",
         dest="model.spec",
         default=argparse.SUPPRESS,
-        help="Model whose tokenizer to use (default: smollm2-135m).",
+        help="Model whose tokenizer to use (default: smollm2-135m, the base of the default model).",
+    )
+
+    fit = commands.add_parser(
+        "train",
+        help="Fine-tune a model (LoRA or full); resumes after a crash.",
+        description="Fine-tune a model on a prepared dataset (prepared on the fly from [data] "
+        "when --train.data is not given). Re-running the same command resumes from the "
+        "newest complete checkpoint.",
+    )
+    fit.add_argument("--force", action="store_true", help="Start over, deleting checkpoints.")
+    fit.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Resume from the newest complete checkpoint (default: yes).",
+    )
+    _common(fit)
+    _add_section_flags(fit, "train", TrainConfig, flags, short=False)
+    _add_section_flags(fit, "data", DataConfig, flags, short=False)
+    fit.add_argument(
+        "--model",
+        dest="model.spec",
+        default=argparse.SUPPRESS,
+        help="Model to fine-tune (default: smollm2-135m, the base of the default model).",
     )
 
     models = commands.add_parser("models", help="List the models available here, with sizes.")
@@ -224,9 +250,10 @@ def cmd_generate(args: argparse.Namespace, flags: dict[str, str]) -> int:
 
 def cmd_prepare(args: argparse.Namespace, flags: dict[str, str]) -> int:
     from taleforge.data import prepare
+    from taleforge.models import training_base
 
     config = _resolve_config(args, flags)
-    prepared = prepare(config.data, config.model.spec, force=args.force)
+    prepared = prepare(config.data, training_base(config.model.spec), force=args.force)
     manifest = prepared.manifest
     counts = manifest["counts"]
     print(f"{prepared.directory}")
@@ -244,6 +271,33 @@ def cmd_prepare(args: argparse.Namespace, flags: dict[str, str]) -> int:
     if removed:
         log.info("removed: %s", ", ".join(f"{k} {v}" for k, v in removed.items()))
     log.info("data card: %s", prepared.directory / "card.md")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, flags: dict[str, str]) -> int:
+    from taleforge.train import train
+
+    config = _resolve_config(args, flags)
+    result = train(config, force=args.force, resume=args.resume)
+    print(result.model_dir)
+    lines = [
+        f"run           {result.run_dir}" + ("  (already trained)" if result.already_done else ""),
+        f"steps         {result.global_step} of {result.max_steps}"
+        + ("  (stopped early: no improvement)" if result.stopped_early else "")
+        + (f"  (resumed from {Path(result.resumed_from).name})" if result.resumed_from else ""),
+    ]
+    if result.test_loss_before is not None and result.test_loss_after is not None:
+        lines.append(
+            f"perplexity    {result.perplexity_before:.2f} -> "
+            f"{result.perplexity_after:.2f} on held-out data"
+        )
+    if result.best_eval_loss is not None:
+        lines.append(f"best val loss {result.best_eval_loss:.4f}")
+    lines += [f"time          {result.seconds:.0f} s", f"model         {result.model_dir}"]
+    if result.mlflow_run_id:
+        lines.append(f"mlflow run    {result.mlflow_run_id}  (make mlflow-ui)")
+    lines.append(f'try it        taleforge generate "a prompt" --model {result.model_dir}')
+    log.info("\n".join(lines))
     return 0
 
 
@@ -280,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return cmd_generate(args, flags)
+        if args.command == "train":
+            return cmd_train(args, flags)
         if args.command == "prepare":
             return cmd_prepare(args, flags)
         if args.command == "models":

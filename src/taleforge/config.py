@@ -38,8 +38,9 @@ class ModelConfig(_Section):
     """Which model to load and how."""
 
     spec: str = Field(
-        "smollm2-135m",
-        description="Model spec: 'smollm2-135m' (embedded), a Hugging Face id such as 'gpt2', "
+        "taleforge-stories",
+        description="Model spec: 'taleforge-stories' (the default story model), "
+        "'smollm2-135m' (the embedded base model), a Hugging Face id such as 'gpt2', "
         "a local model directory, or a LoRA adapter directory.",
         min_length=1,
     )
@@ -230,6 +231,77 @@ class DataConfig(_Section):
     num_proc: int = Field(2, ge=1, le=64, description="Processes for tokenization.")
 
 
+class TrainConfig(_Section):
+    """Fine-tuning: the dozen knobs that matter, mapped in one place to TrainingArguments."""
+
+    data: str | None = Field(
+        None,
+        description="A prepared dataset directory; default: prepare [data] first (cached).",
+    )
+    output_dir: str | None = Field(None, description="Run directory; default runs/<run_name>.")
+    run_name: str = Field("finetune", min_length=1, description="Name of the run.")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="LoRA adapters (small, CPU-friendly) or full fine-tuning."
+    )
+    lora_r: int = Field(8, ge=1, le=512, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, le=4096, description="LoRA scaling (alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on LoRA inputs.")
+    lora_target_modules: tuple[str, ...] = Field(
+        (), description="Modules to adapt; default: peft's choice for the architecture."
+    )
+    merge_lora: bool = Field(False, description="Merge the adapter into full weights at the end.")
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps to warm up.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Rows (blocks) per device step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Steps per update.")
+    epochs: float = Field(3.0, gt=0.0, le=1000.0, description="Passes over the training set.")
+    max_steps: int = Field(0, ge=0, description="Stop after this many updates; 0 = use epochs.")
+    eval_steps: int = Field(25, ge=1, description="Evaluate every this many updates.")
+    save_steps: int = Field(25, ge=1, description="Checkpoint every this many updates.")
+    save_total_limit: int = Field(2, ge=1, le=100, description="Complete checkpoints kept.")
+    logging_steps: int = Field(5, ge=1, description="Log the training loss this often.")
+    early_stopping_patience: int = Field(
+        3, ge=0, description="Stop after this many evaluations without improvement; 0 = off."
+    )
+    early_stopping_threshold: float = Field(
+        0.0, ge=0.0, description="Smallest drop in validation loss that counts as improvement."
+    )
+    seed: int = Field(42, ge=0, lt=2**32, description="Seed for initialization and data order.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32 on CPU; bf16/fp16 on GPUs that support them."
+    )
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    tracking: bool = Field(True, description="Track the run in MLflow.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default sqlite:///runs/mlflow.db."
+    )
+    experiment: str = Field("taleforge", min_length=1, description="MLflow experiment name.")
+    register_model: bool = Field(True, description="Register the final model in MLflow.")
+    sample_prompts: tuple[str, ...] = Field(
+        (
+            "A lighthouse keeper finds a door at the bottom of the sea.",
+            "The last robot on Earth opens a bakery.",
+            "A detective is hired to find a ghost's missing memory.",
+        ),
+        description="Prompts written at every evaluation to show progress.",
+    )
+    sample_max_new_tokens: int = Field(60, ge=1, le=2048, description="Length of samples.")
+
+    @model_validator(mode="after")
+    def _checkpoints_follow_evaluations(self) -> TrainConfig:
+        if self.early_stopping_patience and self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"save_steps ({self.save_steps}) must be a multiple of eval_steps "
+                f"({self.eval_steps}) so the best model can be restored: e.g. set both to "
+                f"{self.eval_steps}"
+            )
+        return self
+
+
 class TaleforgeConfig(_Section):
     """The whole configuration tree."""
 
@@ -237,6 +309,7 @@ class TaleforgeConfig(_Section):
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="What to write.")
     sampling: SamplingParams = Field(default_factory=SamplingParams, description="Decoding.")
     data: DataConfig = Field(default_factory=DataConfig, description="Data preparation.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
 
 
 def describe_validation_error(

@@ -12,7 +12,10 @@ from taleforge.models import SourceKind, list_models, load_model, resolve_spec
 
 def test_specs_resolve_to_their_kind(tiny_model_dir: Path):
     assert resolve_spec("smollm2-135m").kind is SourceKind.EMBEDDED
-    assert resolve_spec("default").kind is SourceKind.EMBEDDED
+    assert resolve_spec("embedded").kind is SourceKind.EMBEDDED
+    story = resolve_spec("default")
+    assert (story.spec, story.kind) == ("taleforge-stories", SourceKind.ADAPTER)
+    assert story.path is not None and (story.path / "adapter_config.json").is_file()
     assert resolve_spec("gpt2").kind is SourceKind.HUB
     assert resolve_spec("openai-community/gpt2-medium").kind is SourceKind.HUB
     local = resolve_spec(str(tiny_model_dir))

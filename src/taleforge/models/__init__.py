@@ -3,18 +3,21 @@
 from taleforge.models.embedded import EMBEDDED_SPEC, cache_root, ensure_converted
 from taleforge.models.listing import ModelEntry, list_models
 from taleforge.models.loading import (
+    STORY_MODEL_SPEC,
     LoadedModel,
     ResolvedSpec,
     SourceKind,
     load_model,
     load_tokenizer,
     resolve_spec,
+    training_base,
 )
 from taleforge.models.metadata import METADATA_FILE, ModelMetadata, read_metadata, write_metadata
 
 __all__ = [
     "EMBEDDED_SPEC",
     "METADATA_FILE",
+    "STORY_MODEL_SPEC",
     "LoadedModel",
     "ModelEntry",
     "ModelMetadata",
@@ -27,5 +30,6 @@ __all__ = [
     "load_tokenizer",
     "read_metadata",
     "resolve_spec",
+    "training_base",
     "write_metadata",
 ]

@@ -32,7 +32,7 @@ def directory_size(path: Path) -> int:
 
 def list_models(runs_dir: Path | None = None) -> list[ModelEntry]:
     """The embedded model, hub models in the local Hugging Face cache, and trained runs."""
-    entries = [_embedded_entry()]
+    entries = [_embedded_entry(), *_story_model_entry()]
     entries.extend(_hub_cache_entries())
     entries.extend(_run_entries(runs_dir or DEFAULT_RUNS_DIR))
     return entries
@@ -51,6 +51,16 @@ def _embedded_entry() -> ModelEntry:
     return ModelEntry(
         embedded.EMBEDDED_SPEC, "embedded", gguf.stat().st_size, "needs-conversion", str(gguf)
     )
+
+
+def _story_model_entry() -> list[ModelEntry]:
+    from taleforge.models.loading import STORY_MODEL_DIR, STORY_MODEL_SPEC
+
+    if not STORY_MODEL_DIR.is_dir():
+        return []
+    status = "ready" if embedded.is_converted() else "needs-conversion"  # of its base
+    size = directory_size(STORY_MODEL_DIR)
+    return [ModelEntry(STORY_MODEL_SPEC, "adapter", size, status, str(STORY_MODEL_DIR))]
 
 
 def _hub_cache_entries() -> list[ModelEntry]:

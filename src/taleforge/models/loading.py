@@ -21,7 +21,11 @@ from taleforge.models.metadata import ModelMetadata, read_metadata
 log = logging.getLogger(__name__)
 
 #: Names that mean the embedded model.
-EMBEDDED_ALIASES = frozenset({embedded.EMBEDDED_SPEC, "embedded", "default"})
+EMBEDDED_ALIASES = frozenset({embedded.EMBEDDED_SPEC, "embedded"})
+#: The default story model: a LoRA adapter of the embedded model that ships in the package.
+STORY_MODEL_SPEC = "taleforge-stories"
+STORY_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / STORY_MODEL_SPEC
+STORY_MODEL_ALIASES = frozenset({STORY_MODEL_SPEC, "default"})
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 
 
@@ -47,7 +51,7 @@ class LoadedModel:
 
     spec: str
     kind: SourceKind
-    model: Any  # transformers.PreTrainedModel (or a peft.PeftModel wrapping one)
+    model: Any  # transformers.PreTrainedModel (adapters are merged into their base)
     tokenizer: Any  # transformers.PreTrainedTokenizerBase
     metadata: ModelMetadata
     path: Path | None = None
@@ -84,6 +88,13 @@ def resolve_spec(spec: str) -> ResolvedSpec:
     text = spec.strip()
     if text.lower() in EMBEDDED_ALIASES:
         return ResolvedSpec(embedded.EMBEDDED_SPEC, SourceKind.EMBEDDED)
+    if text.lower() in STORY_MODEL_ALIASES and not Path(text).exists():
+        if not (STORY_MODEL_DIR / "adapter_config.json").is_file():
+            raise ModelNotFoundError(
+                f"the default story model is missing from {STORY_MODEL_DIR}: reinstall "
+                f"taleforge, or use '{embedded.EMBEDDED_SPEC}'"
+            )
+        return ResolvedSpec(STORY_MODEL_SPEC, SourceKind.ADAPTER, STORY_MODEL_DIR)
     path = Path(text).expanduser()
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
@@ -103,6 +114,17 @@ def resolve_spec(spec: str) -> ResolvedSpec:
             "the path of a model directory (`taleforge models` lists what is here)."
         )
     return ResolvedSpec(text, SourceKind.HUB)
+
+
+def training_base(spec: str) -> str:
+    """The model that training and data preparation start from for ``spec``.
+
+    The default story model is itself a LoRA adapter of the embedded model; fine-tuning
+    "the default" means fine-tuning that base on your data. Any other spec is its own base.
+    """
+    if spec.strip().lower() in STORY_MODEL_ALIASES and not Path(spec).exists():
+        return embedded.EMBEDDED_SPEC
+    return spec
 
 
 def load_model(
@@ -217,9 +239,13 @@ def _load_adapter(spec: str, directory: Path, options: dict[str, Any]) -> Loaded
     if (directory / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         if len(tokenizer) > base.model.get_input_embeddings().num_embeddings:
-            base.model.resize_token_embeddings(len(tokenizer))
+            # the added rows are then loaded from the adapter
+            base.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     try:
         model = PeftModel.from_pretrained(base.model, str(directory))
+        # Folded into the base weights, the adapter costs nothing per token (unmerged LoRA
+        # layers slowed generation by about a third).
+        model = model.merge_and_unload()
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(
             f"cannot apply the adapter in '{directory}' to '{base_spec}': {_first_line(exc)}"
