@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.taleforge-installed
 
-.PHONY: setup run test test-fast lint format typecheck bench bench-train mlflow-ui story-model clean
+.PHONY: setup run story test test-fast lint format typecheck bench bench-train mlflow-ui story-model clean
 
 # The venv is (re)installed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## run: stream a story from the default story model to the terminal
+## run: the co-writing web app and API on http://127.0.0.1:7860 with the default story model
 run: setup
+	$(VENV)/bin/taleforge serve
+
+## story: stream one story from the default model to the terminal
+story: setup
 	$(VENV)/bin/taleforge generate
 
 ## test: the whole suite (unit tests on a tiny GPT-2, integration on the embedded model)
@@ -61,4 +65,5 @@ story-model: setup
 	cp runs/taleforge-stories/loss.png src/taleforge/assets/taleforge-stories/
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info src/*.egg-info test-artifacts
+

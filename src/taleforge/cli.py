@@ -7,6 +7,7 @@ loading messages go to standard error, so output can be piped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -21,6 +22,7 @@ from taleforge.config import (
     GenerateConfig,
     ModelConfig,
     SamplingParams,
+    ServeConfig,
     TaleforgeConfig,
     TrainConfig,
     load_config,
@@ -160,6 +162,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
         dest="model.spec",
         default=argparse.SUPPRESS,
         help="Model to fine-tune (default: smollm2-135m, the base of the default model).",
+    )
+
+    web = commands.add_parser(
+        "serve",
+        help="Start the co-writing web app and the HTTP API (default http://127.0.0.1:7860).",
+        description="Start the web app (Gradio studio at /) and the HTTP API (/api, the "
+        "OpenAI-compatible /v1, /docs) on one server.",
+    )
+    _common(web)
+    _add_section_flags(web, "serve", ServeConfig, flags, short=True)
+    web.add_argument(
+        "--model",
+        dest="model.spec",
+        default=argparse.SUPPRESS,
+        help="Default model of the app (default: taleforge-stories).",
     )
 
     models = commands.add_parser("models", help="List the models available here, with sizes.")
@@ -326,6 +343,15 @@ def cmd_config(args: argparse.Namespace, flags: dict[str, str]) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, flags: dict[str, str]) -> int:
+    from taleforge.serve import serve
+
+    config = _resolve_config(args, flags)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how a server is stopped
+        serve(config)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taleforge`` console script."""
     parser, flags = build_parser()
@@ -338,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args, flags)
         if args.command == "prepare":
             return cmd_prepare(args, flags)
+        if args.command == "serve":
+            return cmd_serve(args, flags)
         if args.command == "models":
             return cmd_models(args)
         return cmd_config(args, flags)

@@ -302,6 +302,48 @@ class TrainConfig(_Section):
         return self
 
 
+class ServeConfig(_Section):
+    """The web app and HTTP API (``taleforge serve``)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address to bind.")
+    port: int = Field(7860, ge=0, le=65_535, description="Port (0 = any free port).")
+    models: tuple[str, ...] = Field(
+        (),
+        description="Model specs offered besides the default, the embedded model and the "
+        "trained runs found in runs_dir.",
+    )
+    runs_dir: str = Field("runs", description="Where trained runs are looked for.")
+    max_loaded_models: int = Field(2, ge=1, le=32, description="Models kept in memory at once.")
+    max_waiting: int = Field(
+        8, ge=0, le=10_000, description="Requests queued per model before 'busy' is answered."
+    )
+    max_prompt_chars: int = Field(
+        20_000, ge=100, le=10_000_000, description="Longest prompt or story text accepted."
+    )
+    max_new_tokens: int = Field(
+        1024, ge=1, le=16_384, description="Most tokens one request may ask for."
+    )
+    share: bool = Field(False, description="Open a public gradio.live share link.")
+    ssl_certfile: str | None = Field(None, description="TLS certificate (PEM) for HTTPS.")
+    ssl_keyfile: str | None = Field(None, description="TLS private key (PEM) for HTTPS.")
+    auth: str | None = Field(
+        None, description="'user:password' to require HTTP basic auth (until accounts land)."
+    )
+
+    @field_validator("auth")
+    @classmethod
+    def _user_and_password(cls, value: str | None) -> str | None:
+        if value is not None and (":" not in value or value.startswith(":")):
+            raise ValueError("give it as user:password, e.g. --auth writer:s3cret")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServeConfig:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+        return self
+
+
 class TaleforgeConfig(_Section):
     """The whole configuration tree."""
 
@@ -310,6 +352,7 @@ class TaleforgeConfig(_Section):
     sampling: SamplingParams = Field(default_factory=SamplingParams, description="Decoding.")
     data: DataConfig = Field(default_factory=DataConfig, description="Data preparation.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="Web app and API.")
 
 
 def describe_validation_error(

@@ -17,12 +17,28 @@ from taleforge.generate import decoding
 from taleforge.generate.postprocess import cut_at_stop, find_stop, finish_text, stream_safe_length
 from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
-from taleforge.genres import choose_genre, normalize_genre
+from taleforge.genres import GenreChoice, choose_genre, normalize_genre
 from taleforge.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
+
+
+def _classify_genre(prompt: str, tags: Sequence[str]) -> GenreChoice | None:
+    from taleforge.data.genres import default_classifier
+    from taleforge.errors import TaleforgeError
+
+    try:
+        classifier = default_classifier()
+    except TaleforgeError as exc:  # the sample dataset it trains on is not installed
+        log.debug("no genre classifier: %s", exc)
+        return None
+    scores = classifier.predict_proba([prompt])[0]
+    known = [g for g in scores if g in tags]
+    if not known:
+        return None
+    return GenreChoice(max(known, key=scores.__getitem__), "auto")
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,11 @@ class StoryStream:
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    @property
+    def stories(self) -> tuple[Story, ...]:
+        """The stories finished so far (all of them once the iteration has ended)."""
+        return tuple(self._stories)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the generation thread to end; True when it has."""
@@ -225,10 +246,21 @@ class StoryGenerator:
                 )
                 return str(text)
 
+        genre = choose_genre(request.genre, request.prompt)
+        if (
+            genre.genre is None
+            and genre.source == "none"
+            and (request.genre or "").strip().lower() == "auto"
+            and metadata.genre_tags
+            and request.mode not in ("chat", "continue")
+        ):
+            # A model trained with genre tags always saw one: when no keyword names the
+            # genre, the data step's classifier picks the likeliest of the model's tags.
+            genre = _classify_genre(request.prompt, metadata.genre_tags) or genre
         return plan_prompt(
             request.prompt,
             mode=request.mode,
-            genre=choose_genre(request.genre, request.prompt),
+            genre=genre,
             template=metadata.template,
             genre_tags=metadata.genre_tags,
             memory=request.memory,

@@ -78,6 +78,9 @@ def _hub_cache_entries() -> list[ModelEntry]:
     ]
 
 
+_NOT_RUNS = frozenset({"mlartifacts", "mlruns", "checkpoints"})
+
+
 def _run_entries(runs_dir: Path) -> list[ModelEntry]:
     if not runs_dir.is_dir():
         return []
@@ -90,7 +93,11 @@ def _run_entries(runs_dir: Path) -> list[ModelEntry]:
         }
     )
     for directory in candidates:
-        if "checkpoint-" in directory.name:
+        parts = directory.relative_to(runs_dir).parts
+        # checkpoints, MLflow's copies of logged models, half-written staging directories
+        if "checkpoint-" in directory.name or any(
+            part in _NOT_RUNS or part.startswith(".") for part in parts
+        ):
             continue
         kind = "adapter" if (directory / "adapter_config.json").is_file() else "local"
         if kind == "local" and not (directory / "config.json").is_file():

@@ -1,0 +1,420 @@
+"""The HTTP API: taleforge's own ``/api`` and the OpenAI-compatible ``/v1``.
+
+Errors are JSON ``{"error": {"message", "type", "param"}}`` (the OpenAI shape, so its
+client shows the message) with a 4xx status that says what went wrong: 400 invalid request,
+404 unknown model, 413 prompt too long, 422 invalid field, 503 busy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from taleforge.config import MODES
+from taleforge.errors import ConfigError
+from taleforge.generate.result import GenerationResult, Story
+from taleforge.serve.registry import BusyError, ModelRegistry, UnknownModelError
+from taleforge.serve.streaming import chunks, generation
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class APIError(Exception):
+    """An error answered as JSON with ``status``."""
+
+    def __init__(self, status: int, message: str, kind: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param}}
+        return JSONResponse(body, status_code=self.status)
+
+
+def as_api_error(exc: Exception) -> APIError:
+    if isinstance(exc, UnknownModelError):
+        return APIError(404, str(exc), "model_not_found", "model")
+    if isinstance(exc, BusyError):
+        return APIError(503, str(exc), "server_busy")
+    if isinstance(exc, ConfigError):
+        return APIError(400, str(exc), "invalid_request_error")
+    raise exc
+
+
+# -- request bodies --------------------------------------------------------------------------
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, description="Model id from /api/models; empty = default.")
+    temperature: float | None = Field(None, ge=0.0, le=5.0, description="0 = greedy.")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, lt=2**32, description="Same seed, same story.")
+    stream: bool = Field(False, description="Answer as server-sent events.")
+
+    def sampling(self, max_tokens: int | None, limit: int) -> dict[str, Any]:
+        options = {
+            key: value
+            for key, value in self.model_dump().items()
+            if key in _SAMPLING_KEYS and value is not None
+        }
+        if max_tokens is not None:
+            if max_tokens > limit:
+                raise APIError(
+                    422,
+                    f"max tokens {max_tokens} is over this server's limit of {limit}",
+                    "invalid_request_error",
+                    "max_tokens",
+                )
+            options["max_new_tokens"] = max_tokens
+        return options
+
+
+_SAMPLING_KEYS = {
+    "temperature",
+    "top_k",
+    "top_p",
+    "typical_p",
+    "min_p",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "min_new_tokens",
+    "stop",
+    "seed",
+}
+
+
+class GenerateRequest(_Sampling):
+    """``POST /api/generate``: write a story (or continue one, or a poem, ...)."""
+
+    prompt: str = Field(..., description="Idea, writing prompt, or the text to continue.")
+    mode: Literal["story", "writing-prompt", "continue", "poem", "dialogue", "chat"] = "story"
+    genre: str | None = Field("auto", description="A genre, 'auto' (from the prompt) or 'none'.")
+    memory: str = Field("", description="Kept in context however long the story grows.")
+    authors_note: str = Field("", description="Steering text placed near the end of context.")
+    top_k: int | None = Field(None, ge=0, le=100_000)
+    typical_p: float | None = Field(None, gt=0.0, le=1.0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, ge=1.0, le=3.0)
+    no_repeat_ngram_size: int | None = Field(None, ge=0, le=16)
+    max_new_tokens: int | None = Field(None, ge=1)
+    min_new_tokens: int | None = Field(None, ge=0)
+    stop: list[str] | None = Field(None, max_length=8)
+
+
+class CompletionRequest(_Sampling):
+    """OpenAI ``POST /v1/completions``: the prompt is text to continue."""
+
+    prompt: str | list[str]
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=1, description="One completion per request.")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        return [value] if isinstance(value, str) else value
+
+
+class ChatTurn(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(_Sampling):
+    """OpenAI ``POST /v1/chat/completions``."""
+
+    messages: Annotated[list[ChatTurn], Field(min_length=1)]
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=1, description="One completion per request.")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        return [value] if isinstance(value, str) else value
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _check_length(text: str | int, limit: int, param: str) -> None:
+    size = text if isinstance(text, int) else len(text)
+    if size > limit:
+        raise APIError(
+            413,
+            f"the {param} is {size:,} characters; this server accepts at most {limit:,} "
+            "(shorten it, or start the server with a larger --serve.max-prompt-chars)",
+            "invalid_request_error",
+            param,
+        )
+
+
+def _story_json(story: Story) -> dict[str, Any]:
+    data = story.to_dict()
+    for key in ("token_ids", "formatted_prompt"):
+        data.pop(key, None)
+    return data
+
+
+def _sse(data: Any) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+def _finish(reason: str) -> str:
+    return "stop" if reason in ("eos", "stop", "cancelled") else "length"
+
+
+def _usage(story: Story) -> dict[str, int]:
+    return {
+        "prompt_tokens": story.prompt_tokens,
+        "completion_tokens": story.generated_tokens,
+        "total_tokens": story.prompt_tokens + story.generated_tokens,
+    }
+
+
+def build_router(registry: ModelRegistry) -> APIRouter:
+    """All API routes, bound to ``registry``."""
+    router = APIRouter()
+    limits = registry.config.serve
+
+    @router.get("/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness, the models in memory and the requests in flight."""
+        return {
+            "status": "ok",
+            "default_model": registry.default,
+            "loaded_models": registry.loaded,
+            "active_requests": registry.active_requests,
+        }
+
+    @router.get("/api/models", tags=["taleforge"])
+    def models() -> dict[str, Any]:
+        """The models this server offers; the first is the default."""
+        return {"default": registry.default, "models": [m.__dict__ for m in registry.offered()]}
+
+    @router.post("/api/generate", tags=["taleforge"], response_model=None)
+    async def generate(body: GenerateRequest, request: Request) -> Any:
+        """Write a story. With ``"stream": true`` the answer is server-sent events: one
+        ``{"text": ...}`` per chunk, then ``{"done": true, "story": {...}}``."""
+        _check_length(body.prompt, limits.max_prompt_chars, "prompt")
+        _check_length(body.memory + body.authors_note, limits.max_prompt_chars, "memory")
+        options = body.sampling(body.max_new_tokens, limits.max_new_tokens)
+        if body.mode not in MODES:  # pragma: no cover - the Literal already guards it
+            raise APIError(422, f"unknown mode {body.mode}", "invalid_request_error", "mode")
+        options.update(
+            mode=body.mode, genre=body.genre, memory=body.memory, authors_note=body.authors_note
+        )
+        if not body.stream:
+            try:
+                async with generation(registry, body.model, body.prompt, **options) as (
+                    spec,
+                    stream,
+                ):
+                    async for _ in chunks(stream):
+                        if await request.is_disconnected():
+                            break
+                    result = GenerationResult(stream.stories)
+            except (UnknownModelError, BusyError, ConfigError) as exc:
+                return as_api_error(exc).response()
+            return {
+                "model": spec,
+                "text": result.text,
+                "stories": [_story_json(s) for s in result.stories],
+            }
+        return await _stream_response(
+            body.model,
+            body.prompt,
+            options,
+            lambda spec, chunk: {"text": chunk.text},
+            lambda spec, story: {"done": True, "model": spec, "story": _story_json(story)},
+        )
+
+    async def _stream_response(
+        model: str | None,
+        prompt: str,
+        options: dict[str, Any],
+        on_chunk: Any,
+        on_done: Any,
+        done_marker: str | None = None,
+    ) -> Any:
+        # Errors found before the first byte are answered with a status, not an event.
+        context = generation(registry, model, prompt, **options)
+        try:
+            spec, stream = await context.__aenter__()
+        except (UnknownModelError, BusyError, ConfigError) as exc:
+            return as_api_error(exc).response()
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                async for chunk in chunks(stream):
+                    event = on_chunk(spec, chunk)
+                    if event is not None:
+                        yield _sse(event)
+                for story in stream.stories:
+                    yield _sse(on_done(spec, story))
+                if done_marker:
+                    yield _sse(done_marker)
+            except ConfigError as exc:
+                yield _sse({"error": {"message": str(exc), "type": "invalid_request_error"}})
+            finally:
+                await context.__aexit__(None, None, None)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    # -- OpenAI-compatible -------------------------------------------------------------------
+
+    @router.get("/v1/models", tags=["openai"])
+    def openai_models() -> dict[str, Any]:
+        """The offered models, in the OpenAI list format."""
+        return {
+            "object": "list",
+            "data": [
+                {"id": m.id, "object": "model", "created": 0, "owned_by": "taleforge"}
+                for m in registry.offered()
+            ],
+        }
+
+    @router.post("/v1/completions", tags=["openai"], response_model=None)
+    async def completions(body: CompletionRequest) -> Any:
+        """Continue the prompt text (mode ``continue``)."""
+        prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt[:1])
+        _check_length(prompt, limits.max_prompt_chars, "prompt")
+        options = body.sampling(body.max_tokens, limits.max_new_tokens)
+        options.update(mode="continue", genre="none")
+        if body.stop:
+            options["stop"] = body.stop
+        created, rid = int(time.time()), f"cmpl-{uuid.uuid4().hex[:24]}"
+
+        def choice(text: str, reason: str | None) -> dict[str, Any]:
+            return {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
+
+        if body.stream:
+            return await _stream_response(
+                body.model,
+                prompt,
+                options,
+                lambda spec, chunk: {
+                    "id": rid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": spec,
+                    "choices": [choice(chunk.text, None)],
+                },
+                lambda spec, story: {
+                    "id": rid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": spec,
+                    "choices": [choice("", _finish(story.finish_reason))],
+                    "usage": _usage(story),
+                },
+                done_marker="[DONE]",
+            )
+        try:
+            async with generation(registry, body.model, prompt, **options) as (spec, stream):
+                async for _ in chunks(stream):
+                    pass
+                story = stream.stories[0]
+        except (UnknownModelError, BusyError, ConfigError) as exc:
+            return as_api_error(exc).response()
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": spec,
+            "choices": [choice(story.generated_text, _finish(story.finish_reason))],
+            "usage": _usage(story),
+        }
+
+    @router.post("/v1/chat/completions", tags=["openai"], response_model=None)
+    async def chat_completions(body: ChatRequest) -> Any:
+        """Chat with the model's chat template (mode ``chat``); the last message is the user's."""
+        turns = [t for t in body.messages if t.role != "system"]
+        if not turns or turns[-1].role != "user":
+            raise APIError(
+                400,
+                "the last message must be the user's (role 'user')",
+                "invalid_request_error",
+                "messages",
+            )
+        system = "\n".join(t.content for t in body.messages if t.role == "system")
+        total = sum(len(t.content) for t in body.messages)
+        _check_length(total, limits.max_prompt_chars, "messages")
+        wanted = body.max_completion_tokens or body.max_tokens
+        options = body.sampling(wanted, limits.max_new_tokens)
+        options.update(
+            mode="chat",
+            genre="none",
+            memory=system,
+            history=[{"role": t.role, "content": t.content} for t in turns[:-1]],
+        )
+        if body.stop:
+            options["stop"] = body.stop
+        created, rid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+        def chunk_event(spec: str, delta: dict[str, str], reason: str | None) -> dict[str, Any]:
+            return {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": spec,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+            }
+
+        if body.stream:
+            first = {"sent": False}
+
+            def on_chunk(spec: str, chunk: Any) -> dict[str, Any]:
+                delta = {"content": chunk.text}
+                if not first["sent"]:
+                    first["sent"] = True
+                    delta = {"role": "assistant", **delta}
+                return chunk_event(spec, delta, None)
+
+            return await _stream_response(
+                body.model,
+                turns[-1].content,
+                options,
+                on_chunk,
+                lambda spec, story: {
+                    **chunk_event(spec, {}, _finish(story.finish_reason)),
+                    "usage": _usage(story),
+                },
+                done_marker="[DONE]",
+            )
+        try:
+            async with generation(registry, body.model, turns[-1].content, **options) as (
+                spec,
+                stream,
+            ):
+                async for _ in chunks(stream):
+                    pass
+                story = stream.stories[0]
+        except (UnknownModelError, BusyError, ConfigError) as exc:
+            return as_api_error(exc).response()
+        return {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": spec,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": story.generated_text},
+                    "finish_reason": _finish(story.finish_reason),
+                }
+            ],
+            "usage": _usage(story),
+        }
+
+    return router

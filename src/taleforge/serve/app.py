@@ -1,0 +1,223 @@
+"""``create_app(config)``: one FastAPI server with the API and the Gradio studio at ``/``.
+
+``serve(config)`` runs it with uvicorn (HTTPS with a certificate and key, an optional
+public share link, optional basic auth).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from taleforge import __version__
+from taleforge.config import TaleforgeConfig
+from taleforge.errors import ConfigError
+from taleforge.serve.api import APIError, build_router
+from taleforge.serve.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+#: Paths answered without basic auth (health checks of load balancers).
+OPEN_PATHS = ("/health",)
+
+
+def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
+    return APIError(status, message, kind, param).response()
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | None]:
+    errors = exc.errors()
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            return 400, "the request body is not valid JSON: send a JSON object", None
+    parts, param = [], None
+    for error in errors[:5]:
+        location = [str(p) for p in error.get("loc", ()) if p != "body"]
+        name = ".".join(location) or "body"
+        param = param or name
+        message = error.get("msg", "invalid")
+        if error.get("type") == "missing":
+            message = "is required"
+        elif error.get("type") == "model_attributes_type":
+            message = "must be a JSON object"
+        parts.append(f"'{name}' {message}")
+    return 422, "invalid request: " + "; ".join(parts), param
+
+
+def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -> FastAPI:
+    """The whole server: ``/api``, ``/v1`` (OpenAI-compatible), ``/health`` and the UI."""
+    import gradio as gr
+
+    from taleforge.serve.ui import CSS, build_ui
+
+    registry = registry or ModelRegistry(config)
+    serve = config.serve
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if serve.share:
+            threading.Thread(target=_open_share_link, args=(serve.port,), daemon=True).start()
+        yield
+
+    app = FastAPI(
+        title="taleforge",
+        version=__version__,
+        description="Story generation: taleforge's own API under /api and an "
+        "OpenAI-compatible API under /v1 (completions, chat completions, models).",
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        status, message, param = _validation_message(exc)
+        return _error(status, message, "invalid_request_error", param)
+
+    @app.exception_handler(ConfigError)
+    async def _config_error(request: Request, exc: ConfigError) -> Response:
+        return _error(400, str(exc), "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(("/api", "/v1")):
+            return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    if serve.auth:
+        _add_basic_auth(app, serve.auth)
+
+    app.include_router(build_router(registry))
+    ui = build_ui(registry)
+    ui.queue(default_concurrency_limit=None, max_size=None)
+    return gr.mount_gradio_app(app, ui, path="/", css=CSS, footer_links=["api"])
+
+
+def _add_basic_auth(app: FastAPI, credentials: str) -> None:
+    user, _, password = credentials.partition(":")
+    expected = (user.encode(), password.encode())
+
+    @app.middleware("http")
+    async def basic_auth(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path in OPEN_PATHS:
+            return await call_next(request)
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                given_user, _, given_password = base64.b64decode(encoded).partition(b":")
+            except (binascii.Error, ValueError):
+                given_user = given_password = b""
+            ok_user = secrets.compare_digest(given_user, expected[0])
+            ok_password = secrets.compare_digest(given_password, expected[1])
+            if ok_user and ok_password:
+                return await call_next(request)
+        return JSONResponse(
+            {
+                "error": {
+                    "message": "log in: this server requires a user name and password",
+                    "type": "authentication_error",
+                    "param": None,
+                }
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": 'Basic realm="taleforge"'},
+        )
+
+
+def _open_share_link(port: int) -> None:
+    from gradio import networking
+
+    try:
+        url = networking.setup_tunnel(
+            local_host="127.0.0.1",
+            local_port=port,
+            share_token=secrets.token_urlsafe(32),
+            share_server_address=None,
+            share_server_tls_certificate=None,
+        )
+    except Exception as exc:  # no internet, blocked port, missing frpc binary ...
+        log.error(
+            "no public share link: %s. The app still runs locally. Alternatives: "
+            "`ngrok http %d` or `cloudflared tunnel --url http://127.0.0.1:%d`",
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            port,
+            port,
+        )
+        return
+    log.warning("public share link (anyone with it can use this app): %s", url)
+
+
+def build_server(config: TaleforgeConfig, registry: ModelRegistry | None = None) -> Any:
+    """A configured ``uvicorn.Server`` for the app (``server.run()`` serves until stopped).
+
+    Raises:
+        ConfigError: A certificate or key file that does not exist.
+    """
+    import uvicorn
+
+    settings = config.serve
+    for name in ("ssl_certfile", "ssl_keyfile"):
+        value = getattr(settings, name)
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: no such file")
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.auth:
+        log.warning(
+            "listening on %s without --auth: anyone who can reach this address can use the "
+            "app (accounts arrive with the accounts issue)",
+            settings.host,
+        )
+    return uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, registry),
+            host=settings.host,
+            port=settings.port,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+    )
+
+
+def server_url(server: Any, config: TaleforgeConfig) -> str:
+    """The URL a started server answers on (the real port when 0 was asked for)."""
+    settings = config.serve
+    port = settings.port
+    if port == 0 and server.servers:
+        port = server.servers[0].sockets[0].getsockname()[1]
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"{'https' if settings.ssl_certfile else 'http'}://{host}:{port}"
+
+
+def serve(config: TaleforgeConfig) -> None:
+    """Run the server until interrupted; prints the URL it listens on."""
+    server = build_server(config)
+
+    def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            threading.Event().wait(0.05)
+        url = server_url(server, config)
+        print(f"taleforge is running on {url}  (API docs: {url}/docs; Ctrl+C to stop)", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()

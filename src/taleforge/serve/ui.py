@@ -1,0 +1,361 @@
+"""The co-writing studio: a Gradio Blocks app mounted at ``/`` of the server.
+
+Write streams a story in; Pause stops it and leaves the text editable; Resume continues
+from the text as it is now (edits included); Retry replaces the last generated part; Undo
+restores earlier versions. Memory and the author's note stay in the model's context however
+long the story grows. The Chat tab talks with the model's chat template.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from taleforge.errors import TaleforgeError
+from taleforge.genres import GENRES
+from taleforge.serve.registry import ModelRegistry
+from taleforge.serve.streaming import chunks, generation
+
+#: Sampling presets a writer can pick instead of moving sliders.
+PRESETS: dict[str, dict[str, float | int]] = {
+    "balanced": {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.1},
+    "creative": {"temperature": 1.05, "top_k": 0, "top_p": 0.97, "repetition_penalty": 1.05},
+    "focused": {"temperature": 0.5, "top_k": 30, "top_p": 0.9, "repetition_penalty": 1.15},
+}
+MODES = ["story", "writing-prompt", "continue", "poem", "dialogue"]
+MAX_VERSIONS = 50
+CSS = """
+#story textarea { font-family: Georgia, 'Times New Roman', serif; font-size: 1.05rem;
+                  line-height: 1.6; }
+#status { min-height: 1.5em; color: var(--body-text-color-subdued); }
+"""
+
+
+def _counts(text: str) -> str:
+    words = len(re.findall(r"\S+", text))
+    return f"{words:,} words · {len(text):,} characters"
+
+
+def _push(versions: list[str], text: str) -> list[str]:
+    if text and (not versions or versions[-1] != text):
+        versions = [*versions, text][-MAX_VERSIONS:]
+    return versions
+
+
+def build_ui(registry: ModelRegistry) -> gr.Blocks:
+    """The Blocks app; every handler goes through ``registry`` (admission, lazy loading)."""
+    limits = registry.config.serve
+    model_ids = [m.id for m in registry.offered()]
+
+    def sampling(
+        preset: str,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        rep: float,
+        length: int,
+        seed: Any,
+    ) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "temperature": float(temperature),
+            "top_k": int(top_k),
+            "top_p": float(top_p),
+            "repetition_penalty": float(rep),
+            "max_new_tokens": min(int(length), limits.max_new_tokens),
+        }
+        if preset in PRESETS:
+            options.update(PRESETS[preset])
+        if seed not in (None, "", -1) and int(seed) >= 0:
+            options["seed"] = int(seed)
+        return options
+
+    async def run(
+        base: str, prompt: str, model: str, options: dict[str, Any], versions: list[str]
+    ) -> Any:
+        """Stream one generation; yields (story, counts, status, versions)."""
+        if len(prompt) > limits.max_prompt_chars:
+            raise gr.Error(
+                f"the text is {len(prompt):,} characters; the server accepts at most "
+                f"{limits.max_prompt_chars:,}"
+            )
+        started = time.perf_counter()
+        yield base, _counts(base), f"⏳ writing with {model} …", versions
+        written = ""
+        try:
+            async with generation(registry, model, prompt, **options) as (spec, stream):
+                async for chunk in chunks(stream):
+                    written += chunk.text
+                    text = base + written if base else written.lstrip()
+                    yield text, _counts(text), f"✍️ writing with {spec} …", versions
+                stories = stream.stories
+        except TaleforgeError as exc:
+            raise gr.Error(str(exc)) from None
+        if not stories:
+            return
+        story = stories[0]
+        final = story.text  # for continue: the given text and the new, joined cleanly
+        seconds = time.perf_counter() - started
+        status = (
+            f"✓ {story.generated_tokens} tokens in {seconds:.1f} s · seed {story.seed} · "
+            f"{story.finish_reason} · {spec}"
+        )
+        yield final, _counts(final), status, versions
+
+    with gr.Blocks(title="taleforge — co-writing studio") as ui:
+        gr.Markdown("## taleforge · co-writing studio")
+        versions = gr.State([])
+        last = gr.State({})  # what Retry repeats: {"base", "prompt", "options"}
+        with gr.Tabs():
+            with gr.Tab("Write", id="write"), gr.Row():
+                with gr.Column(scale=3):
+                    prompt = gr.Textbox(
+                        label="Prompt",
+                        placeholder="An idea, a writing prompt, or a first line …",
+                        lines=2,
+                        elem_id="prompt",
+                    )
+                    story = gr.Textbox(
+                        label="Story (editable: pause, change anything, resume)",
+                        lines=16,
+                        max_lines=40,
+                        interactive=True,
+                        elem_id="story",
+                        buttons=["copy"],
+                    )
+                    counts = gr.Markdown(_counts(""), elem_id="counts")
+                    with gr.Row():
+                        write_btn = gr.Button("Write", variant="primary", elem_id="write-btn")
+                        pause_btn = gr.Button("Pause", variant="stop", elem_id="pause-btn")
+                        resume_btn = gr.Button("Resume", elem_id="resume-btn")
+                        retry_btn = gr.Button("Retry", elem_id="retry-btn")
+                        undo_btn = gr.Button("Undo", elem_id="undo-btn")
+                    status = gr.Markdown("", elem_id="status")
+                    with gr.Row():
+                        export_format = gr.Radio(
+                            [".txt", ".md"], value=".txt", label="Export as", scale=1
+                        )
+                        export_btn = gr.Button("Export", scale=1, elem_id="export-btn")
+                        export_file = gr.File(label="Story file", scale=2, elem_id="export")
+                with gr.Column(scale=2):
+                    model = gr.Dropdown(
+                        model_ids,
+                        value=registry.default,
+                        label="Model",
+                        elem_id="model",
+                        allow_custom_value=False,
+                    )
+                    with gr.Row():
+                        mode = gr.Dropdown(MODES, value="story", label="Mode", elem_id="mode")
+                        genre = gr.Dropdown(["auto", "none", *GENRES], value="auto", label="Genre")
+                    preset = gr.Radio(
+                        ["balanced", "creative", "focused", "custom"],
+                        value="balanced",
+                        label="Preset (custom = the sliders below)",
+                    )
+                    temperature = gr.Slider(0.0, 2.0, 0.8, step=0.05, label="Temperature")
+                    top_k = gr.Slider(0, 200, 50, step=1, label="Top-k (0 = off)")
+                    top_p = gr.Slider(0.05, 1.0, 0.95, step=0.01, label="Top-p")
+                    rep = gr.Slider(1.0, 2.0, 1.1, step=0.01, label="Repetition penalty")
+                    length = gr.Slider(
+                        16,
+                        limits.max_new_tokens,
+                        min(200, limits.max_new_tokens),
+                        step=8,
+                        label="Tokens per step",
+                        elem_id="length",
+                    )
+                    seed = gr.Number(-1, label="Seed (-1 = random)", precision=0)
+                    memory = gr.Textbox(
+                        label="Memory (always in context)", lines=3, elem_id="memory"
+                    )
+                    note = gr.Textbox(
+                        label="Author's note (steers the next lines)", lines=2, elem_id="note"
+                    )
+
+            with gr.Tab("Chat", id="chat"):
+                chatbot = gr.Chatbot(label="Creative-writing chat", height=420, elem_id="chatbot")
+                with gr.Row():
+                    message = gr.Textbox(
+                        placeholder="Write a poem about the sea … then: make it darker",
+                        show_label=False,
+                        scale=5,
+                        elem_id="chat-input",
+                    )
+                    send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send-btn")
+                    clear_btn = gr.Button("Clear", scale=1)
+                chat_status = gr.Markdown(
+                    "Replies use the model, the genre-free chat template and the length of "
+                    "the Write tab.",
+                    elem_id="chat-status",
+                )
+
+        settings = [preset, temperature, top_k, top_p, rep, length, seed]
+        outputs = [story, counts, status, versions]
+
+        async def on_write(
+            prompt_text: str,
+            story_text: str,
+            model_id: str,
+            mode_name: str,
+            genre_name: str,
+            memory_text: str,
+            note_text: str,
+            history: list[str],
+            *knobs: Any,
+        ) -> Any:
+            if not prompt_text.strip():
+                raise gr.Error("write a prompt first: an idea, a writing prompt or a first line")
+            options = {
+                **sampling(*knobs),
+                "mode": mode_name,
+                "genre": genre_name,
+                "memory": memory_text,
+                "authors_note": note_text,
+            }
+            history = _push(history, story_text)
+            yield (
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                history,
+                {"base": "", "prompt": prompt_text, "options": options, "model": model_id},
+            )
+            async for update in run("", prompt_text, model_id, options, history):
+                yield (*update, gr.skip())
+
+        async def on_resume(
+            story_text: str,
+            model_id: str,
+            genre_name: str,
+            memory_text: str,
+            note_text: str,
+            history: list[str],
+            *knobs: Any,
+        ) -> Any:
+            if not story_text.strip():
+                raise gr.Error("there is no story to continue: write one first, or type its start")
+            options = {
+                **sampling(*knobs),
+                "mode": "continue",
+                "genre": genre_name,
+                "memory": memory_text,
+                "authors_note": note_text,
+            }
+            history = _push(history, story_text)
+            yield (
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                history,
+                {"base": story_text, "prompt": story_text, "options": options, "model": model_id},
+            )
+            async for update in run(story_text, story_text, model_id, options, history):
+                yield (*update, gr.skip())
+
+        async def on_retry(story_text: str, history: list[str], previous: dict[str, Any]) -> Any:
+            if not previous:
+                raise gr.Error("nothing to retry yet: Write or Resume first")
+            options = {k: v for k, v in previous["options"].items() if k != "seed"}
+            history = _push(history, story_text)
+            async for update in run(
+                previous["base"], previous["prompt"], previous["model"], options, history
+            ):
+                yield update
+
+        def on_undo(history: list[str], story_text: str) -> tuple[str, str, str, list[str]]:
+            if not history:
+                return story_text, _counts(story_text), "nothing to undo", history
+            *rest, text = history
+            return text, _counts(text), f"restored an earlier version ({len(rest)} more)", rest
+
+        def on_export(story_text: str, fmt: str, prompt_text: str) -> str:
+            if not story_text.strip():
+                raise gr.Error("the story is empty: nothing to export")
+            title = (prompt_text.strip().splitlines() or ["story"])[0][:60] or "story"
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() or "story"
+            body = f"# {title}\n\n{story_text}\n" if fmt == ".md" else story_text + "\n"
+            folder = Path(tempfile.mkdtemp(prefix="taleforge-export-"))
+            path = folder / f"{slug}{fmt}"
+            path.write_text(body, encoding="utf-8")
+            return str(path)
+
+        write_event = write_btn.click(
+            on_write,
+            [prompt, story, model, mode, genre, memory, note, versions, *settings],
+            [*outputs, last],
+            concurrency_limit=None,
+        )
+        resume_event = resume_btn.click(
+            on_resume,
+            [story, model, genre, memory, note, versions, *settings],
+            [*outputs, last],
+            concurrency_limit=None,
+        )
+        retry_event = retry_btn.click(
+            on_retry, [story, versions, last], outputs, concurrency_limit=None
+        )
+        generating: Any = [write_event, resume_event, retry_event]  # Dependency objects
+        pause_btn.click(
+            lambda text: "⏸ paused: edit the story, then Resume",
+            [story],
+            [status],
+            cancels=generating,
+        )
+        # One generation at a time per writer: starting another stops the one running.
+        write_btn.click(None, cancels=[resume_event, retry_event])
+        resume_btn.click(None, cancels=[write_event, retry_event])
+        retry_btn.click(None, cancels=[write_event, resume_event])
+        undo_btn.click(on_undo, [versions, story], outputs, cancels=generating)
+        story.input(_counts, [story], [counts])
+        export_btn.click(on_export, [story, export_format, prompt], [export_file])
+
+        async def on_send(text: str, chat: list[dict[str, Any]], model_id: str, tokens: int) -> Any:
+            if not text.strip():
+                raise gr.Error("type a message first")
+            history = [{"role": m["role"], "content": _plain(m["content"])} for m in chat]
+            chat = [*chat, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+            yield chat, "", f"⏳ {model_id} is thinking …"
+            reply = ""
+            try:
+                async with generation(
+                    registry,
+                    model_id,
+                    text,
+                    mode="chat",
+                    genre="none",
+                    history=history,
+                    max_new_tokens=min(int(tokens), limits.max_new_tokens),
+                ) as (spec, stream):
+                    async for chunk in chunks(stream):
+                        reply += chunk.text
+                        chat[-1] = {"role": "assistant", "content": reply}
+                        yield chat, "", f"✍️ {spec} is writing …"
+                    stories = stream.stories
+            except TaleforgeError as exc:
+                raise gr.Error(str(exc)) from None
+            if stories:
+                done = stories[0]
+                chat[-1] = {"role": "assistant", "content": done.generated_text}
+                yield chat, "", f"✓ {done.generated_tokens} tokens · {done.finish_reason} · {spec}"
+
+        chat_io = ([message, chatbot, model, length], [chatbot, message, chat_status])
+        send_event = send_btn.click(on_send, *chat_io, concurrency_limit=None)
+        message.submit(on_send, *chat_io, concurrency_limit=None)
+        clear_btn.click(lambda: [], None, [chatbot], cancels=[send_event])
+    return ui
+
+
+def _plain(content: Any) -> str:
+    """Chatbot message content as text (Gradio may hand back a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") if isinstance(part, dict) else str(part) for part in content
+        )
+    return str(content)

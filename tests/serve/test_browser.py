@@ -1,0 +1,159 @@
+"""The co-writing studio in a real browser: Debian's Chromium driven headless by Playwright.
+
+Screenshots of each step go to ``test-artifacts/`` (kept by CI as test artifacts). The app
+runs the default story model, as `make run` starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def _chromium() -> str:
+    path = os.environ.get("TALEFORGE_CHROMIUM") or shutil.which("chromium")
+    if path:
+        return path
+    reason = "Chromium is not installed (apt install chromium, or set TALEFORGE_CHROMIUM)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI must run the browser tests")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def page(story_server: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        tab = browser.new_page(viewport={"width": 1280, "height": 1000})
+        tab.set_default_timeout(60_000)
+        tab.goto(story_server)
+        tab.wait_for_selector("#story textarea")
+        yield tab
+        browser.close()
+
+
+def story(page: Any) -> str:
+    return str(page.input_value("#story textarea"))
+
+
+def status(page: Any) -> str:
+    return str(page.inner_text("#status"))
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"))
+
+
+def test_write_streams_then_pause_edit_resume_undo(page):
+    page.fill("#prompt textarea", "A lighthouse keeper finds a door at the bottom of the sea")
+    set_length(page, 600)
+    page.click("#write-btn")
+
+    lengths: list[int] = []
+
+    def streaming() -> bool:
+        lengths.append(len(story(page)))
+        return len({n for n in lengths if n > 0}) >= 3  # seen growing, piece by piece
+
+    wait_for(streaming, 60, "the story to stream in")
+    shot(page, "1-streaming")
+    assert not status(page).startswith("✓"), "still writing when Pause is clicked"
+    page.click("#pause-btn")
+    wait_for(lambda: "paused" in status(page), 30, "the paused status")
+    paused = story(page)
+    time.sleep(1.5)
+    assert story(page) == paused, "nothing is written after Pause"
+    assert paused.strip()
+    shot(page, "2-paused")
+
+    edited = paused.rstrip() + " Then the keeper whispered the name of the drowned bell."
+    page.fill("#story textarea", edited)
+    page.click("#resume-btn")
+    wait_for(lambda: status(page).startswith("✓"), 90, "the continuation to finish")
+    continued = story(page)
+    shot(page, "3-resumed")
+    assert continued.startswith(edited.strip()), "the continuation starts from the edit"
+    assert len(continued) > len(edited)
+
+    page.click("#undo-btn")
+    wait_for(lambda: story(page) == edited, 10, "Undo to restore the edited text")
+
+
+def set_length(page: Any, tokens: int) -> None:
+    page.fill("#length input[type=number]", str(tokens))
+    page.press("#length input[type=number]", "Enter")
+
+
+def test_retry_replaces_the_last_part(page):
+    set_length(page, 40)
+    page.click("#write-btn")
+    wait_for(lambda: status(page).startswith("✓"), 120, "a short story")
+    first = story(page)
+    page.click("#retry-btn")
+    wait_for(lambda: status(page).startswith("✓") and story(page) != first, 120, "the retry")
+    assert story(page).strip() and story(page) != first
+    page.click("#undo-btn")
+    wait_for(lambda: story(page) == first, 10, "Undo to bring back the first version")
+
+
+def test_switch_model(page):
+    page.click("#model input")
+    page.locator("[role=option]", has_text="smollm2-135m").first.click()
+    page.fill("#prompt textarea", "A robot learns to paint")
+    set_length(page, 40)
+    page.click("#write-btn")
+    wait_for(lambda: status(page).startswith("✓"), 120, "a story from the other model")
+    assert status(page).endswith("smollm2-135m")
+    assert story(page).strip()
+    shot(page, "4-switched-model")
+
+
+def chat_turn(page: Any, message: str, turn: int) -> str:
+    """Send a chat message and wait for the finished reply."""
+    page.fill("#chat-input textarea", message)
+    page.click("#send-btn")
+    bots = page.locator("#chatbot [data-testid=bot]")
+    wait_for(
+        lambda: bots.count() == turn and "✓" in page.inner_text("#chat-status"),
+        120,
+        f"reply {turn}",
+    )
+    return str(bots.nth(turn - 1).inner_text().strip())
+
+
+def test_chat_two_turns(page):
+    set_length(page, 60)  # the reply length is the Write tab's
+    page.get_by_role("tab", name="Chat").click()
+    first = chat_turn(page, "Write a short poem about the sea.", 1)
+    shot(page, "5-chat-1")
+    second = chat_turn(page, "Make it darker.", 2)
+    shot(page, "6-chat-2")
+    users = page.locator("#chatbot [data-testid=user]")
+    assert users.count() == 2 and "darker" in users.nth(1).inner_text()
+    assert first and second and first != second
