@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -70,9 +71,15 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"))
 
 
+def set_length(page: Any, tokens: int) -> None:
+    page.fill("#length input[type=number]", str(tokens))
+    page.press("#length input[type=number]", "Enter")
+
+
 def test_write_streams_then_pause_edit_resume_undo(page):
     page.fill("#prompt textarea", "A lighthouse keeper finds a door at the bottom of the sea")
     set_length(page, 600)
+    page.fill("input[aria-label='Seed (-1 = random)']", "4")  # a seed that writes on
     page.click("#write-btn")
 
     lengths: list[int] = []
@@ -94,8 +101,10 @@ def test_write_streams_then_pause_edit_resume_undo(page):
 
     edited = paused.rstrip() + " Then the keeper whispered the name of the drowned bell."
     page.fill("#story textarea", edited)
+    set_length(page, 60)
+    page.fill("input[aria-label='Seed (-1 = random)']", "-1")
     page.click("#resume-btn")
-    wait_for(lambda: status(page).startswith("✓"), 90, "the continuation to finish")
+    wait_for(lambda: status(page).startswith("✓"), 180, "the continuation to finish")
     continued = story(page)
     shot(page, "3-resumed")
     assert continued.startswith(edited.strip()), "the continuation starts from the edit"
@@ -105,21 +114,34 @@ def test_write_streams_then_pause_edit_resume_undo(page):
     wait_for(lambda: story(page) == edited, 10, "Undo to restore the edited text")
 
 
-def set_length(page: Any, tokens: int) -> None:
-    page.fill("#length input[type=number]", str(tokens))
-    page.press("#length input[type=number]", "Enter")
-
-
 def test_retry_replaces_the_last_part(page):
     set_length(page, 40)
     page.click("#write-btn")
-    wait_for(lambda: status(page).startswith("✓"), 120, "a short story")
-    first = story(page)
+    wait_for(lambda: status(page).startswith("✓"), 180, "a short story")
+    first, first_status = story(page), status(page)
     page.click("#retry-btn")
-    wait_for(lambda: status(page).startswith("✓") and story(page) != first, 120, "the retry")
+    # finished: a new status line (another seed), not the first story's
+    wait_for(
+        lambda: status(page).startswith("✓") and status(page) != first_status, 180, "the retry"
+    )
     assert story(page).strip() and story(page) != first
     page.click("#undo-btn")
-    wait_for(lambda: story(page) == first, 10, "Undo to bring back the first version")
+    try:
+        wait_for(lambda: story(page) == first, 30, "Undo to bring back the first version")
+    except AssertionError:
+        shot(page, "failed-undo")
+        raise AssertionError(
+            f"Undo gave {story(page)!r}, status {status(page)!r}, wanted {first!r}"
+        ) from None
+    assert "tokens" in page.inner_text("#counts") and "words" in page.inner_text("#counts")
+
+    page.click("#export-btn")
+    link = page.locator("#export [data-testid=download-link]")
+    wait_for(lambda: link.count() > 0, 60, "the exported file")
+    assert str(link.first.get_attribute("download")).endswith(".txt")
+    exported = httpx.get(str(link.first.get_attribute("href")), timeout=30)
+    assert exported.text.strip() == first.strip()
+    shot(page, "4-exported")
 
 
 def test_switch_model(page):

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from taleforge.config import SamplingParams, TaleforgeConfig
 from taleforge.errors import TaleforgeError
@@ -124,6 +125,16 @@ class ModelRegistry:
                     evicted, _ = self._loaded.popitem(last=False)
                     log.info("unloaded model %s (%d kept)", evicted, len(self._loaded))
             return generator
+
+    def tokenizer(self, name: str | None) -> Any | None:
+        """The tokenizer of a model if it is in memory (None otherwise: nothing is loaded)."""
+        try:
+            spec = self.resolve(name)
+        except UnknownModelError:
+            return None
+        with self._guard:
+            generator = self._loaded.get(spec)
+        return generator.model.tokenizer if generator is not None else None
 
     @property
     def loaded(self) -> list[str]:

@@ -25,7 +25,9 @@ async def chunks(stream: StoryStream) -> AsyncIterator[StreamChunk]:
     """
     try:
         while True:
-            chunk = await anyio.to_thread.run_sync(_next, stream)
+            # abandon_on_cancel: a cancelled consumer leaves at once; the thread ends
+            # with the generation, which ``finally`` stops at its next token.
+            chunk = await anyio.to_thread.run_sync(_next, stream, abandon_on_cancel=True)
             if chunk is None:
                 return
             yield chunk

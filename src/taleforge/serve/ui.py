@@ -36,9 +36,13 @@ CSS = """
 """
 
 
-def _counts(text: str) -> str:
+def _counts(text: str, tokenizer: Any = None) -> str:
     words = len(re.findall(r"\S+", text))
-    return f"{words:,} words · {len(text):,} characters"
+    counts = f"{words:,} words · {len(text):,} characters"
+    if tokenizer is not None:
+        tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        counts += f" · {tokens:,} tokens"
+    return counts
 
 
 def _push(versions: list[str], text: str) -> list[str]:
@@ -99,12 +103,13 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
             return
         story = stories[0]
         final = story.text  # for continue: the given text and the new, joined cleanly
+        tokenizer = registry.tokenizer(spec)
         seconds = time.perf_counter() - started
         status = (
             f"✓ {story.generated_tokens} tokens in {seconds:.1f} s · seed {story.seed} · "
             f"{story.finish_reason} · {spec}"
         )
-        yield final, _counts(final), status, versions
+        yield final, _counts(final, tokenizer), status, versions
 
     with gr.Blocks(title="taleforge — co-writing studio") as ui:
         gr.Markdown("## taleforge · co-writing studio")
@@ -241,6 +246,8 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                 raise gr.Error("there is no story to continue: write one first, or type its start")
             options = {
                 **sampling(*knobs),
+                # Resume always adds something, even where the model would end the story.
+                "min_new_tokens": min(16, int(knobs[5])),
                 "mode": "continue",
                 "genre": genre_name,
                 "memory": memory_text,
@@ -267,11 +274,15 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
             ):
                 yield update
 
-        def on_undo(history: list[str], story_text: str) -> tuple[str, str, str, list[str]]:
+        def on_undo(
+            history: list[str], story_text: str, model_id: str
+        ) -> tuple[str, str, str, list[str]]:
+            tokenizer = registry.tokenizer(model_id)
             if not history:
-                return story_text, _counts(story_text), "nothing to undo", history
+                return story_text, _counts(story_text, tokenizer), "nothing to undo", history
             *rest, text = history
-            return text, _counts(text), f"restored an earlier version ({len(rest)} more)", rest
+            status = f"restored an earlier version ({len(rest)} more)"
+            return text, _counts(text, tokenizer), status, rest
 
         def on_export(story_text: str, fmt: str, prompt_text: str) -> str:
             if not story_text.strip():
@@ -310,8 +321,12 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
         write_btn.click(None, cancels=[resume_event, retry_event])
         resume_btn.click(None, cancels=[write_event, retry_event])
         retry_btn.click(None, cancels=[write_event, resume_event])
-        undo_btn.click(on_undo, [versions, story], outputs, cancels=generating)
-        story.input(_counts, [story], [counts])
+        undo_btn.click(on_undo, [versions, story, model], outputs, cancels=generating)
+        story.input(
+            lambda text, model_id: _counts(text, registry.tokenizer(model_id)),
+            [story, model],
+            [counts],
+        )
         export_btn.click(on_export, [story, export_format, prompt], [export_file])
 
         async def on_send(text: str, chat: list[dict[str, Any]], model_id: str, tokens: int) -> Any:
