@@ -67,3 +67,10 @@ story-model: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info src/*.egg-info test-artifacts
 
+## evaluate-report: base vs fine-tuned story model, the report in docs/evaluation (~40 min)
+.PHONY: evaluate-report
+evaluate-report: setup
+	$(VENV)/bin/taleforge evaluate --config sample-finetune \
+		--model smollm2-135m --model taleforge-stories \
+		--max-new-tokens 120 --sweep temperature=0.6,0.8,1.1 \
+		--evaluate.name sample-finetune --evaluate.output-dir docs/evaluation

@@ -15,6 +15,7 @@ The public API::
 from taleforge.config import SamplingParams, TaleforgeConfig, load_config
 from taleforge.data import DataError, PreparedData, prepare
 from taleforge.errors import ConfigError, ModelLoadError, ModelNotFoundError, TaleforgeError
+from taleforge.evaluate import evaluate
 from taleforge.generate import GenerationResult, Story, StoryGenerator, StoryStream
 from taleforge.models import LoadedModel, list_models, load_model
 from taleforge.train import TrainResult, train
@@ -37,6 +38,7 @@ __all__ = [
     "TaleforgeError",
     "TrainResult",
     "__version__",
+    "evaluate",
     "list_models",
     "load_config",
     "load_model",

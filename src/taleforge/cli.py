@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from taleforge.config import (
     DataConfig,
+    EvalConfig,
     GenerateConfig,
     ModelConfig,
     SamplingParams,
@@ -178,6 +179,59 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
         default=argparse.SUPPRESS,
         help="Default model of the app (default: taleforge-stories).",
     )
+
+    ev = commands.add_parser(
+        "evaluate",
+        help="Compare models: perplexity, diversity, repetition, relevance, genre; a report.",
+        description="Evaluate one or more models side by side on a dataset split: perplexity, "
+        "and metrics of stories written for its prompts. Writes report.json, report.md, plots "
+        "and the stories to runs/evaluate/<name>/ (tracked in MLflow).",
+    )
+    ev.add_argument(
+        "--model",
+        dest="evaluate.models",
+        action="append",
+        metavar="SPEC",
+        default=argparse.SUPPRESS,
+        help="A model to evaluate; repeat to compare (default: taleforge-stories).",
+    )
+    ev.add_argument(
+        "--sweep",
+        dest="evaluate.sweep",
+        nargs="+",
+        metavar="NAME=V1,V2",
+        default=argparse.SUPPRESS,
+        help="Decoding sweep: e.g. --sweep temperature=0.7,0.9,1.1 top_p=0.9,0.95 "
+        "evaluates every combination.",
+    )
+    _common(ev)
+    _add_section_flags(ev, "evaluate", EvalConfig, flags, short=False)
+    _add_section_flags(ev, "sampling", SamplingParams, flags, short=True)
+    _add_section_flags(ev, "data", DataConfig, flags, short=False)
+
+    rate = commands.add_parser(
+        "rate",
+        help="Rate generated stories blind (1-5 or A/B); --summary aggregates the ratings.",
+        description="Rate the stories of an evaluation without seeing the model: 1-5 for "
+        "coherence, creativity, relevance and fluency, or --ab to pick the better of two "
+        "models' stories. Answers are saved at once; --summary prints means with 95% CIs.",
+    )
+    rate.add_argument("--stories", help="stories.jsonl (default: the evaluation's, by --name).")
+    rate.add_argument("--rater", help="Your name (asked when not given).")
+    rate.add_argument(
+        "--ab", nargs="*", metavar="MODEL", help="A/B preference, optionally of two named models."
+    )
+    rate.add_argument("--limit", type=int, help="Rate at most this many stories or pairs.")
+    rate.add_argument("--summary", action="store_true", help="Aggregate the ratings and exit.")
+    rate.add_argument("--json", action="store_true", help="With --summary: print JSON.")
+    rate.add_argument("--name", dest="evaluate.name", default=argparse.SUPPRESS, help="Report.")
+    rate.add_argument(
+        "--ratings",
+        dest="evaluate.ratings",
+        default=argparse.SUPPRESS,
+        help="Ratings file (default: runs/ratings.jsonl).",
+    )
+    _common(rate)
 
     models = commands.add_parser("models", help="List the models available here, with sizes.")
     models.add_argument("--json", action="store_true", help="Print JSON.")
@@ -352,6 +406,49 @@ def cmd_serve(args: argparse.Namespace, flags: dict[str, str]) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace, flags: dict[str, str], argv: Sequence[str]) -> int:
+    import shlex
+
+    from taleforge.evaluate import evaluate
+    from taleforge.evaluate.report import comparison_table
+
+    config = _resolve_config(args, flags)
+    result = evaluate(config, command="taleforge " + shlex.join(argv))
+    print(comparison_table(result.report))
+    log.info("report: %s (%.0f s)", result.directory / "report.md", result.seconds)
+    if result.mlflow_run_id:
+        log.info("mlflow run: %s  (make mlflow-ui)", result.mlflow_run_id)
+    return 0
+
+
+def cmd_rate(args: argparse.Namespace, flags: dict[str, str]) -> int:
+    from taleforge.evaluate import EvaluationError, human
+    from taleforge.evaluate.report import output_dir
+
+    config = _resolve_config(args, flags)
+    ratings = config.evaluate.ratings
+    if args.summary:
+        summary = human.summarize(human.read_ratings(ratings))
+        text = json.dumps(summary.to_dict(), indent=2) if args.json else None
+        print(text or human.format_summary(summary))
+        return 0
+    stories = human.load_stories(args.stories or output_dir(config) / "stories.jsonl")
+    rater = args.rater
+    if not rater:
+        with contextlib.suppress(EOFError):
+            rater = input("Your name: ")
+    if not (rater or "").strip():
+        raise EvaluationError("ratings are stored with the rater's name: pass --rater NAME")
+    if args.ab is None:
+        human.score_session(stories, rater.strip(), ratings, limit=args.limit)
+    elif len(args.ab) in (0, 2):
+        pair = (args.ab[0], args.ab[1]) if args.ab else None
+        human.ab_session(stories, rater.strip(), ratings, models=pair, limit=args.limit)
+    else:
+        raise EvaluationError("--ab takes no model (the first two) or two: --ab MODEL_A MODEL_B")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taleforge`` console script."""
     parser, flags = build_parser()
@@ -366,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_prepare(args, flags)
         if args.command == "serve":
             return cmd_serve(args, flags)
+        if args.command == "evaluate":
+            return cmd_evaluate(args, flags, sys.argv[1:] if argv is None else argv)
+        if args.command == "rate":
+            return cmd_rate(args, flags)
         if args.command == "models":
             return cmd_models(args)
         return cmd_config(args, flags)

@@ -344,6 +344,82 @@ class ServeConfig(_Section):
         return self
 
 
+class EvalConfig(_Section):
+    """Evaluation (``taleforge evaluate``): perplexity, generation metrics, reports, sweeps.
+
+    Stories are written with the [sampling] settings (num_stories per prompt); without a
+    sampling seed they start from seed 0, so a report can be reproduced.
+    """
+
+    models: tuple[str, ...] = Field(
+        (), description="Models to compare side by side (specs); default: model.spec."
+    )
+    data: str | None = Field(
+        None, description="A prepared dataset directory; default: prepare [data] (cached)."
+    )
+    split: Literal["test", "validation", "train"] = Field(
+        "test", description="Split whose stories are scored and whose prompts are written for."
+    )
+    prompts: str = Field(
+        "dataset",
+        min_length=1,
+        description="'dataset' (the split's prompts) or a text file with one prompt per line.",
+    )
+    max_prompts: int = Field(0, ge=0, description="Use at most this many prompts; 0 = all.")
+    metrics: tuple[
+        Literal[
+            "perplexity", "diversity", "repetition", "references", "relevance", "genre", "length"
+        ],
+        ...,
+    ] = Field(
+        (),
+        description="Metric groups to compute: perplexity, diversity, repetition, references "
+        "(BLEU/chrF), relevance, genre, length; default: all that apply.",
+    )
+    context: Literal["model", "dataset", "none"] = Field(
+        "model",
+        description="Context of a scored story: its prompt as the model is asked (model), the "
+        "data template's prefix (dataset), or none.",
+    )
+    window: int = Field(512, ge=16, description="Perplexity window, tokens (at most the model's).")
+    stride: int = Field(256, ge=1, description="Tokens the perplexity window moves by.")
+    ranking_prompts: int = Field(
+        10, ge=2, le=100, description="Prompt ranking: the true prompt among this many."
+    )
+    ranking_tokens: int = Field(
+        128, ge=8, description="Prompt ranking scores this many first tokens of each story."
+    )
+    batch_tokens: int = Field(2048, ge=64, description="Most tokens per scoring forward pass.")
+    sweep: tuple[str, ...] = Field(
+        (),
+        description="Decoding sweep items such as temperature=0.7,0.9,1.1; every combination "
+        "is evaluated.",
+    )
+    name: str = Field("eval", min_length=1, description="Name of the report.")
+    output_dir: str | None = Field(
+        None, description="Report directory; default runs/evaluate/<name>."
+    )
+    tracking: bool = Field(True, description="Log the report to MLflow.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default sqlite:///runs/mlflow.db."
+    )
+    experiment: str = Field(
+        "taleforge-evaluate", min_length=1, description="MLflow experiment name."
+    )
+    ratings: str = Field(
+        "runs/ratings.jsonl", min_length=1, description="Human ratings file (taleforge rate)."
+    )
+
+    @model_validator(mode="after")
+    def _stride_within_window(self) -> EvalConfig:
+        if self.stride > self.window:
+            raise ValueError(
+                f"stride ({self.stride}) is larger than window ({self.window}): tokens would "
+                "be skipped; lower --evaluate.stride"
+            )
+        return self
+
+
 class TaleforgeConfig(_Section):
     """The whole configuration tree."""
 
@@ -353,6 +429,7 @@ class TaleforgeConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Data preparation.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="Web app and API.")
+    evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
 
 
 def describe_validation_error(
