@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections import Counter
@@ -34,6 +33,7 @@ from taleforge.data.readers import read_dataset
 from taleforge.data.records import DataError
 from taleforge.data.templates import render, special_tokens
 from taleforge.data.tokenize import SPLITS, assign_splits, empty_dataset, tokenize_splits
+from taleforge.files import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def prepare(config: DataConfig, tokenizer_spec: str, *, force: bool = False) -> 
         token_counts = {s: v.pop("text_tokens") for s, v in token_stats.items()}
         write_card(staging, manifest, word_counts, token_counts)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-        _replace_dir(staging, output)
+        replace_dir(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %s", output)
@@ -320,15 +320,3 @@ def _manifest(
         "examples": examples,
         "config": config.model_dump(mode="json"),
     }
-
-
-def _replace_dir(staging: Path, output: Path) -> None:
-    """Move a finished directory into place, replacing an older one."""
-    staging.chmod(0o755)
-    if output.exists():
-        trash = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-old-"))
-        os.replace(output, trash / output.name)
-        os.replace(staging, output)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, output)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from taleforge.config import TaleforgeConfig
 from taleforge.evaluate.errors import EvaluationError
 from taleforge.evaluate.plots import plot_lengths, plot_metrics, plot_perplexity, plot_sweep
+from taleforge.files import replace_dir
 from taleforge.tracking import flatten, make_tracker
 
 if TYPE_CHECKING:
@@ -352,7 +352,7 @@ def write_report(
             encoding="utf-8",
         )
         (staging / "report.md").write_text(render_markdown(report, plots), encoding="utf-8")
-        _replace_dir(staging, directory)
+        replace_dir(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
@@ -362,18 +362,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def _replace_dir(staging: Path, output: Path) -> None:
-    """Move a finished directory into place, replacing an older one."""
-    staging.chmod(0o755)
-    if output.exists():
-        trash = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-old-"))
-        os.replace(output, trash / output.name)
-        os.replace(staging, output)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, output)
 
 
 def _metric_name(text: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from taleforge.config import TaleforgeConfig, TrainConfig
 from taleforge.data import PreparedData
 from taleforge.errors import ConfigError
+from taleforge.files import replace_dir
 from taleforge.models import LoadedModel, ModelMetadata, SourceKind, load_model, write_metadata
 
 log = logging.getLogger(__name__)
@@ -163,14 +164,7 @@ def write_model_dir(
         )
         # peft writes a card full of "[More Information Needed]": say what this model is.
         (staging / "README.md").write_text(model_card(config, prepared, evaluation, target))
-        staging.chmod(0o755)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-old-"))
-            os.replace(target, old / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        replace_dir(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
