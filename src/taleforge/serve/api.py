@@ -187,6 +187,22 @@ def build_router(registry: ModelRegistry) -> APIRouter:
     router = APIRouter()
     limits = registry.config.serve
 
+    async def complete(
+        model: str | None, prompt: str, options: dict[str, Any], request: Request | None = None
+    ) -> tuple[str, tuple[Story, ...]]:
+        """Generate to the end (or until ``request``'s client leaves): (model id, stories)."""
+        try:
+            async with generation(registry, model, prompt, **options) as (spec, stream):
+                async for _ in chunks(stream):
+                    if request is not None and await request.is_disconnected():
+                        break
+                stories = stream.stories
+        except (UnknownModelError, BusyError, ConfigError) as exc:
+            raise as_api_error(exc) from None
+        if not stories:
+            raise APIError(400, "the generation was cancelled before it finished", "cancelled")
+        return spec, stories
+
     @router.get("/health", tags=["service"])
     def health() -> dict[str, Any]:
         """Liveness, the models in memory and the requests in flight."""
@@ -215,21 +231,11 @@ def build_router(registry: ModelRegistry) -> APIRouter:
             mode=body.mode, genre=body.genre, memory=body.memory, authors_note=body.authors_note
         )
         if not body.stream:
-            try:
-                async with generation(registry, body.model, body.prompt, **options) as (
-                    spec,
-                    stream,
-                ):
-                    async for _ in chunks(stream):
-                        if await request.is_disconnected():
-                            break
-                    result = GenerationResult(stream.stories)
-            except (UnknownModelError, BusyError, ConfigError) as exc:
-                return as_api_error(exc).response()
+            spec, stories = await complete(body.model, body.prompt, options, request)
             return {
                 "model": spec,
-                "text": result.text,
-                "stories": [_story_json(s) for s in result.stories],
+                "text": GenerationResult(stories).text,
+                "stories": [_story_json(s) for s in stories],
             }
         return await _stream_response(
             body.model,
@@ -320,13 +326,7 @@ def build_router(registry: ModelRegistry) -> APIRouter:
                 },
                 done_marker="[DONE]",
             )
-        try:
-            async with generation(registry, body.model, prompt, **options) as (spec, stream):
-                async for _ in chunks(stream):
-                    pass
-                story = stream.stories[0]
-        except (UnknownModelError, BusyError, ConfigError) as exc:
-            return as_api_error(exc).response()
+        spec, (story, *_) = await complete(body.model, prompt, options)
         return {
             "id": rid,
             "object": "text_completion",
@@ -392,16 +392,7 @@ def build_router(registry: ModelRegistry) -> APIRouter:
                 },
                 done_marker="[DONE]",
             )
-        try:
-            async with generation(registry, body.model, turns[-1].content, **options) as (
-                spec,
-                stream,
-            ):
-                async for _ in chunks(stream):
-                    pass
-                story = stream.stories[0]
-        except (UnknownModelError, BusyError, ConfigError) as exc:
-            return as_api_error(exc).response()
+        spec, (story, *_) = await complete(body.model, turns[-1].content, options)
         return {
             "id": rid,
             "object": "chat.completion",
