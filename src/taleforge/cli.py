@@ -50,6 +50,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _model_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--model SPEC`` (the ``model.spec`` setting), with what it means for this command."""
+    parser.add_argument("--model", dest="model.spec", default=argparse.SUPPRESS, help=help_text)
+
+
 def _add_section_flags(
     parser: argparse.ArgumentParser,
     section: str,
@@ -134,11 +139,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     prep.add_argument("--force", action="store_true", help="Rebuild even if up to date.")
     _common(prep)
     _add_section_flags(prep, "data", DataConfig, flags, short=False)
-    prep.add_argument(
-        "--model",
-        dest="model.spec",
-        default=argparse.SUPPRESS,
-        help="Model whose tokenizer to use (default: smollm2-135m, the base of the default model).",
+    _model_flag(
+        prep, "Model whose tokenizer to use (default: smollm2-135m, the base of the default model)."
     )
 
     fit = commands.add_parser(
@@ -158,12 +160,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     _common(fit)
     _add_section_flags(fit, "train", TrainConfig, flags, short=False)
     _add_section_flags(fit, "data", DataConfig, flags, short=False)
-    fit.add_argument(
-        "--model",
-        dest="model.spec",
-        default=argparse.SUPPRESS,
-        help="Model to fine-tune (default: smollm2-135m, the base of the default model).",
-    )
+    _model_flag(fit, "Model to fine-tune (default: smollm2-135m, the base of the default model).")
 
     web = commands.add_parser(
         "serve",
@@ -173,12 +170,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     )
     _common(web)
     _add_section_flags(web, "serve", ServeConfig, flags, short=True)
-    web.add_argument(
-        "--model",
-        dest="model.spec",
-        default=argparse.SUPPRESS,
-        help="Default model of the app (default: taleforge-stories).",
-    )
+    _model_flag(web, "Default model of the app (default: taleforge-stories).")
 
     ev = commands.add_parser(
         "evaluate",

@@ -110,10 +110,9 @@ class GenerateRequest(_Sampling):
     stop: list[str] | None = Field(None, max_length=8)
 
 
-class CompletionRequest(_Sampling):
-    """OpenAI ``POST /v1/completions``: the prompt is text to continue."""
+class _OpenAIRequest(_Sampling):
+    """What the OpenAI completion and chat requests share."""
 
-    prompt: str | list[str]
     max_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=1, description="One completion per request.")
@@ -122,6 +121,12 @@ class CompletionRequest(_Sampling):
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
         return [value] if isinstance(value, str) else value
+
+
+class CompletionRequest(_OpenAIRequest):
+    """OpenAI ``POST /v1/completions``: the prompt is text to continue."""
+
+    prompt: str | list[str]
 
 
 class ChatTurn(BaseModel):
@@ -129,19 +134,11 @@ class ChatTurn(BaseModel):
     content: str
 
 
-class ChatRequest(_Sampling):
+class ChatRequest(_OpenAIRequest):
     """OpenAI ``POST /v1/chat/completions``."""
 
     messages: Annotated[list[ChatTurn], Field(min_length=1)]
-    max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
-    n: int = Field(1, ge=1, le=1, description="One completion per request.")
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
-        return [value] if isinstance(value, str) else value
 
 
 # -- helpers ---------------------------------------------------------------------------------

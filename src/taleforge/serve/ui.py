@@ -202,6 +202,21 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
         settings = [preset, temperature, top_k, top_p, rep, length, seed]
         outputs = [story, counts, status, versions]
 
+        async def start(
+            base: str,
+            prompt_text: str,
+            model_id: str,
+            options: dict[str, Any],
+            history: list[str],
+            story_text: str,
+        ) -> Any:
+            """Keep the current text for Undo, remember the request for Retry, then stream."""
+            history = _push(history, story_text)
+            previous = {"base": base, "prompt": prompt_text, "options": options, "model": model_id}
+            yield gr.skip(), gr.skip(), gr.skip(), history, previous
+            async for update in run(base, prompt_text, model_id, options, history):
+                yield (*update, gr.skip())
+
         async def on_write(
             prompt_text: str,
             story_text: str,
@@ -222,16 +237,8 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                 "memory": memory_text,
                 "authors_note": note_text,
             }
-            history = _push(history, story_text)
-            yield (
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                history,
-                {"base": "", "prompt": prompt_text, "options": options, "model": model_id},
-            )
-            async for update in run("", prompt_text, model_id, options, history):
-                yield (*update, gr.skip())
+            async for update in start("", prompt_text, model_id, options, history, story_text):
+                yield update
 
         async def on_resume(
             story_text: str,
@@ -253,16 +260,10 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                 "memory": memory_text,
                 "authors_note": note_text,
             }
-            history = _push(history, story_text)
-            yield (
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                history,
-                {"base": story_text, "prompt": story_text, "options": options, "model": model_id},
-            )
-            async for update in run(story_text, story_text, model_id, options, history):
-                yield (*update, gr.skip())
+            async for update in start(
+                story_text, story_text, model_id, options, history, story_text
+            ):
+                yield update
 
         async def on_retry(story_text: str, history: list[str], previous: dict[str, Any]) -> Any:
             if not previous:
