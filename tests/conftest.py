@@ -84,4 +84,112 @@ def embedded_generator():
     """The real embedded model (converted once into the taleforge cache)."""
     from taleforge import StoryGenerator
 
-    return StoryGenerator("smollm2-135m")
+    # The transformers backend: tests score with its torch model (``generator.model.model``).
+    return StoryGenerator("smollm2-135m", backend="transformers")
+
+
+# -- databases ---------------------------------------------------------------------------------
+#
+# Every test that stores anything runs against SQLite and against a real PostgreSQL. CI starts
+# PostgreSQL (.ci/run) and sets TALEFORGE_TEST_POSTGRES_URL; on a machine without it the
+# PostgreSQL half is skipped with the reason, and in CI (CI=true) it fails instead.
+
+POSTGRES_ENV = "TALEFORGE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_database(tmp_path_factory: pytest.TempPathFactory):
+    """No test touches the user's own database: the default URL points into a temp dir."""
+    folder = tmp_path_factory.mktemp("default-db")
+    old = os.environ.get("TALEFORGE_DATABASE_URL")
+    os.environ["TALEFORGE_DATABASE_URL"] = f"sqlite:///{folder / 'taleforge.db'}"
+    yield
+    if old is None:
+        os.environ.pop("TALEFORGE_DATABASE_URL", None)
+    else:
+        os.environ["TALEFORGE_DATABASE_URL"] = old
+
+
+def need(reason: str) -> None:
+    """Skip on a user's machine that lacks a component; fail in CI, where it must be there."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
+    pytest.skip(reason)
+
+
+def fresh_postgres_url() -> str:
+    """A new, empty PostgreSQL database on the server of $TALEFORGE_TEST_POSTGRES_URL."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    from taleforge.store.db import parse_url
+
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        need(
+            f"no PostgreSQL for the storage tests: set {POSTGRES_ENV}=postgresql://user:pw@host/db"
+        )
+    url = parse_url(base)
+    name = f"tf_test_{secrets.token_hex(6)}"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        need(f"cannot create a PostgreSQL test database on {base}: {exc}")
+    finally:
+        engine.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from taleforge.store.db import parse_url
+
+    base = parse_url(os.environ[POSTGRES_ENV])
+    name = parse_url(url).database
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """An empty database, once SQLite and once PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'taleforge.db'}"
+        return
+    url = fresh_postgres_url()
+    try:
+        yield url
+    finally:
+        drop_postgres(url)
+
+
+@pytest.fixture
+def database(database_url: str):
+    """A migrated :class:`taleforge.store.Database` on SQLite and on PostgreSQL."""
+    from taleforge.store import Database
+
+    db = Database(database_url)
+    db.migrate()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(scope="module")
+def module_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """An empty database URL for a module's server: SQLite or PostgreSQL, as the module's
+    ``params``-parametrized fixture asks (``request.param``)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'taleforge.db'}"
+        return
+    url = fresh_postgres_url()
+    try:
+        yield url
+    finally:
+        drop_postgres(url)

@@ -1,0 +1,115 @@
+"""Alembic migrations on SQLite and PostgreSQL: from empty, and from the first schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+from taleforge.store import Accounts, Database, Library
+
+
+def _schema_differences(db: Database) -> list:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from taleforge.store.models import Base
+
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return compare_metadata(context, Base.metadata)
+
+
+def test_an_empty_database_migrates_to_the_current_schema(database_url):
+    db = Database(database_url)
+    assert db.revision() is None
+    db.migrate()
+    assert db.revision() == "0002"
+    assert {"users", "stories", "story_versions", "ratings", "api_tokens"} <= db.tables()
+    assert _schema_differences(db) == []
+    db.migrate()  # every start migrates: a second time changes nothing
+    assert db.revision() == "0002"
+    db.dispose()
+
+
+def test_stories_written_under_the_first_schema_survive_the_upgrade(database_url):
+    db = Database(database_url)
+    db.migrate("0001")
+    assert "ratings" not in db.tables()
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with db.engine.begin() as connection:  # rows as the first release wrote them
+        connection.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, created_at, "
+                "password_changed_at) VALUES (1, 'ada', NULL, :t, :t)"
+            ),
+            {"t": moment},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO stories (id, user_id, title, prompt, genre, mode, model, "
+                "parameters, seed, text, created_at, updated_at) VALUES (7, 1, 'Old tale', "
+                "'a prompt', 'fantasy', 'story', 'gpt2', '{\"temperature\": 0.7}', 42, "
+                "'Once upon a time.', :t, :t)"
+            ),
+            {"t": moment},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO story_versions (story_id, number, kind, title, text, created_at) "
+                "VALUES (7, 1, 'save', 'Old tale', 'Once upon a time.', :t)"
+            ),
+            {"t": moment},
+        )
+    db.migrate()
+    assert db.revision() == "0002"
+    assert _schema_differences(db) == []
+    ada = Accounts(db).get(1)
+    assert ada is not None
+    library = Library(db)
+    story = library.get(ada, 7)
+    assert (story.title, story.text, story.seed) == ("Old tale", "Once upon a time.", 42)
+    assert story.parameters == {"temperature": 0.7} and story.versions == 1
+    # the new features work on old rows
+    library.rate(ada, 7, 5)
+    library.delete(ada, 7)
+    assert library.undelete(ada, 7).rating == 5
+    db.dispose()
+
+
+def test_downgrade_to_the_first_schema_and_back(database_url):
+    db = Database(database_url)
+    db.migrate()
+    db.downgrade("0001")
+    assert db.revision() == "0001" and "ratings" not in db.tables()
+    db.migrate()
+    assert db.revision() == "0002" and _schema_differences(db) == []
+    db.dispose()
+
+
+def test_a_bad_database_url_says_what_to_write(tmp_path):
+    import pytest
+
+    from taleforge.errors import ConfigError
+    from taleforge.store import StoreError
+
+    with pytest.raises(ConfigError, match="sqlite:///"):
+        Database("not a url")
+    with pytest.raises(ConfigError, match="not supported"):
+        Database("mysql://u:p@localhost/db")
+    with pytest.raises(StoreError, match="cannot open the database"):
+        Database("postgresql://nobody:secret@127.0.0.1:1/none").migrate()
+
+
+def test_the_db_command_shows_and_upgrades_the_schema(database_url, capsys):
+    from taleforge.cli import main
+
+    assert main(["db", "current", "--database-url", database_url]) == 0
+    assert "none (empty database)" in capsys.readouterr().out
+    assert main(["db", "upgrade", "0001", "--database-url", database_url]) == 0
+    assert "revision 0001" in capsys.readouterr().out
+    assert main(["db", "upgrade", "--database-url", database_url]) == 0
+    out = capsys.readouterr().out
+    assert "revision 0002" in out and "taleforge:taleforge@" not in out  # password hidden
+    assert main(["db", "downgrade", "--database-url", database_url]) == 2
+    assert "which revision" in capsys.readouterr().err
