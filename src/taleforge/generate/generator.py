@@ -11,14 +11,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taleforge.config import MODES, SamplingParams, make_sampling
+from taleforge.config import MODES, ModelConfig, SamplingParams, make_sampling
 from taleforge.errors import ConfigError
 from taleforge.generate import decoding
+from taleforge.generate.backends import Backend, DecodeStep, open_backend, open_model
 from taleforge.generate.postprocess import cut_at_stop, find_stop, finish_text, stream_safe_length
 from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
 from taleforge.genres import GenreChoice, choose_genre, normalize_genre
-from taleforge.models import LoadedModel, load_model
+from taleforge.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -156,20 +157,72 @@ class StoryGenerator:
         *,
         sampling: SamplingParams | None = None,
         context_length: int | None = None,
+        backend: str | Backend | None = None,
+        parallel: int = 1,
     ) -> None:
         """Args:
-        model: A loaded model or a model spec (default: the embedded model).
+        model: A loaded model or a model spec (default: the default story model).
         sampling: Default sampling parameters; each call may override any of them.
         context_length: Cap on tokens in context (default: the model's window).
+        backend: ``auto`` (llama.cpp when installed and the model exports to GGUF, else
+            transformers), ``transformers``, ``llama.cpp``, or a :class:`Backend`. Default:
+            ``auto`` for a spec, ``transformers`` for a model already loaded with it.
+        parallel: Stories written at the same time (llama.cpp batches them; transformers
+            writes one at a time whatever this says).
         """
-        self.model = model if isinstance(model, LoadedModel) else load_model(model or "default")
+        if isinstance(backend, Backend):
+            if not isinstance(model, LoadedModel):
+                raise ConfigError("a Backend instance needs the LoadedModel it runs")
+            self.model, self.backend = model, backend
+        elif isinstance(model, LoadedModel):
+            self.model, self.backend = open_backend(
+                model, backend or "transformers", parallel=parallel, context_length=context_length
+            )
+        else:
+            self.model, self.backend = open_model(
+                model or "default",
+                backend=backend or "auto",
+                parallel=parallel,
+                context_length=context_length,
+            )
         self.sampling = sampling or SamplingParams()
-        window = self.model.context_length
+        window = min(self.model.context_length, self.backend.context_length)
         if context_length is not None:
             if context_length < 16:
                 raise ConfigError(f"context_length {context_length} is too small: use >= 16")
             window = min(window, context_length)
         self.context_length = window
+
+    @classmethod
+    def from_config(
+        cls,
+        model: ModelConfig,
+        *,
+        sampling: SamplingParams | None = None,
+        context_length: int | None = None,
+        parallel: int | None = None,
+    ) -> StoryGenerator:
+        """A generator for the ``[model]`` settings (spec, backend, dtype, export, parallel)."""
+        loaded, backend = open_model(
+            model.spec,
+            backend=model.backend,
+            dtype=model.dtype,
+            trust_remote_code=model.trust_remote_code,
+            quantization=model.quantization,
+            parallel=parallel or model.parallel,
+            context_length=context_length,
+            threads=model.threads,
+        )
+        return cls(loaded, sampling=sampling, context_length=context_length, backend=backend)
+
+    @property
+    def backend_name(self) -> str:
+        """The backend that writes: ``transformers`` or ``llama.cpp``."""
+        return self.backend.name
+
+    def close(self) -> None:
+        """Free the backend's native resources (the generator is unusable afterwards)."""
+        self.backend.close()
 
     # -- public API ---------------------------------------------------------------------
 
@@ -277,17 +330,14 @@ class StoryGenerator:
         base_seed = request.params.seed
         if base_seed is None:
             base_seed = secrets.randbelow(2**31)
-        while not self.model.lock.acquire(timeout=0.1):
-            if cancel.is_set():
+        with self.backend.reserve(cancel) as slot:
+            if slot is None:  # cancelled while waiting for the model
                 return
-        try:
             for index in range(request.params.num_stories):
                 if cancel.is_set():
                     return
                 seed = (base_seed + index) % 2**32
-                yield self._write_one(request, plan, seed, index, cancel, emit)
-        finally:
-            self.model.lock.release()
+                yield self._write_one(request, plan, seed, index, cancel, emit, slot)
 
     def _encode(self, text: str, *, special: bool) -> list[int]:
         return list(self.model.tokenizer(text, add_special_tokens=special)["input_ids"])
@@ -300,10 +350,9 @@ class StoryGenerator:
         index: int,
         cancel: threading.Event,
         emit: Any,
+        slot: Any,
     ) -> Story:
-        import torch
-
-        tokenizer, model, params = self.model.tokenizer, self.model.model, request.params
+        tokenizer, params = self.model.tokenizer, request.params
         started = time.perf_counter()
         header_ids = self._encode(plan.header, special=not plan.chat)
         opening_ids = self._encode(plan.opening, special=False) if plan.opening else []
@@ -317,10 +366,7 @@ class StoryGenerator:
                 f"the prompt, memory and author's note take {len(header_ids) + len(note_ids)} "
                 f"tokens of the model's {self.context_length}-token window: shorten them"
             )
-        eos = model.generation_config.eos_token_id
-        if eos is None:
-            eos = tokenizer.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        eos_ids = set(self.backend.eos_token_ids)
 
         generated: list[int] = []
         shown = 0
@@ -345,8 +391,7 @@ class StoryGenerator:
                 emit(StreamChunk(index, text[shown:limit]))
                 shown = limit
 
-        criteria = decoding.stopping_criteria(lambda: cancel.is_set() or stop_hit)
-        torch.manual_seed(seed)
+        rng = self.backend.new_rng(seed)
         finish: FinishReason = "length"
         shifts = 0
         prompt_tokens = len(header_ids) + len(opening_ids)
@@ -358,24 +403,18 @@ class StoryGenerator:
             if keep < len(story_ids):
                 shifts += 1
             context = decoding.build_context(header_ids, story_ids, keep, note_ids)
-            config = decoding.generation_config(
-                params,
+            decode_step = DecodeStep(
+                context=context,
+                params=params,
                 max_new_tokens=step,
                 min_new_tokens=min(step, max(0, params.min_new_tokens - len(generated))),
+                eos_ids=tuple(sorted(eos_ids)),
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=sorted(eos_ids) or None,
             )
             before = len(generated)
-            input_ids = torch.tensor([context])
-            with torch.inference_mode():
-                output = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    generation_config=config,
-                    stopping_criteria=criteria,
-                    streamer=decoding.TokenSink(on_token),
-                )
-            new_tokens = output[0, len(context) :].tolist()
+            new_tokens = self.backend.decode(
+                slot, decode_step, rng, on_token, lambda: cancel.is_set() or stop_hit
+            )
             if cancel.is_set():
                 finish = "cancelled"
                 break
@@ -428,6 +467,7 @@ class StoryGenerator:
             genre=plan.genre.genre,
             genre_source=plan.genre.source,
             model=self.model.spec,
+            backend=self.backend.name,
             seed=seed,
             params=request.params.model_copy(update={"seed": seed}),
             prompt_tokens=prompt_tokens,

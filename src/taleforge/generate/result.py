@@ -31,6 +31,8 @@ class Story:
     finish_reason: FinishReason
     seconds: float
     time_to_first_token: float | None
+    #: The inference backend that wrote it (transformers, llama.cpp).
+    backend: str = "transformers"
     #: How often the context window slid forward (stories longer than the model's window).
     window_shifts: int = 0
     formatted_prompt: str = field(default="", repr=False)

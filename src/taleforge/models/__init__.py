@@ -1,6 +1,7 @@
 """Model specs and loading: the embedded model, hub ids, local models and LoRA adapters."""
 
 from taleforge.models.embedded import EMBEDDED_SPEC, cache_root, ensure_converted
+from taleforge.models.export import ExportResult, export_gguf
 from taleforge.models.listing import ModelEntry, list_models
 from taleforge.models.loading import (
     STORY_MODEL_SPEC,
@@ -18,6 +19,7 @@ __all__ = [
     "EMBEDDED_SPEC",
     "METADATA_FILE",
     "STORY_MODEL_SPEC",
+    "ExportResult",
     "LoadedModel",
     "ModelEntry",
     "ModelMetadata",
@@ -25,6 +27,7 @@ __all__ = [
     "SourceKind",
     "cache_root",
     "ensure_converted",
+    "export_gguf",
     "list_models",
     "load_model",
     "load_tokenizer",

@@ -55,6 +55,9 @@ class LoadedModel:
     tokenizer: Any  # transformers.PreTrainedTokenizerBase
     metadata: ModelMetadata
     path: Path | None = None
+    #: The context window when ``model`` is None (loaded without weights, for a backend
+    #: that brings its own, such as llama.cpp).
+    window: int | None = None
     #: Held while a generation runs: one model instance decodes one sequence at a time,
     #: and seeding uses the process-wide torch generator.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -66,6 +69,8 @@ class LoadedModel:
     @property
     def context_length(self) -> int:
         """Most tokens the model attends to (prompt + generated)."""
+        if self.model is None:
+            return self.window or 2048
         config = self.model.config
         for attribute in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
             value = getattr(config, attribute, None)
@@ -96,7 +101,11 @@ def resolve_spec(spec: str) -> ResolvedSpec:
             )
         return ResolvedSpec(STORY_MODEL_SPEC, SourceKind.ADAPTER, STORY_MODEL_DIR)
     path = Path(text).expanduser()
-    if path.is_dir():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        exists = is_dir = False
+    if is_dir:
         if (path / "adapter_config.json").is_file():
             return ResolvedSpec(text, SourceKind.ADAPTER, path.resolve())
         if (path / "config.json").is_file():
@@ -107,7 +116,7 @@ def resolve_spec(spec: str) -> ResolvedSpec:
         )
     # Hub ids are "name" or "owner/name"; anything else with a slash is a (missing) path.
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
-    if looks_like_path or path.exists() or not _HUB_ID_RE.match(text):
+    if looks_like_path or exists or not _HUB_ID_RE.match(text):
         raise ModelNotFoundError(
             f"model '{text}' not found: it is not a directory, a Hugging Face id or a known "
             f"name. Use '{embedded.EMBEDDED_SPEC}' (embedded), a hub id such as 'gpt2', or "
@@ -125,6 +134,28 @@ def training_base(spec: str) -> str:
     if spec.strip().lower() in STORY_MODEL_ALIASES and not Path(spec).exists():
         return embedded.EMBEDDED_SPEC
     return spec
+
+
+def adapter_base(directory: Path) -> str:
+    """The spec of the base model a LoRA adapter directory applies to.
+
+    Raises:
+        ModelLoadError: The adapter's files do not name a readable base.
+    """
+    try:
+        adapter_config = json.loads((directory / "adapter_config.json").read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{directory}/adapter_config.json unreadable: {exc}") from None
+    metadata = read_metadata(directory)
+    base_spec = (metadata.base_model if metadata else None) or adapter_config.get(
+        "base_model_name_or_path"
+    )
+    if not base_spec:
+        raise ModelLoadError(
+            f"adapter '{directory}' does not name its base model: add base_model_name_or_path "
+            "to adapter_config.json"
+        )
+    return str(base_spec)
 
 
 def load_model(
@@ -195,6 +226,27 @@ def load_tokenizer(spec: str = embedded.EMBEDDED_SPEC) -> Any:
         ) from None
 
 
+def load_without_weights(spec: str, window: int) -> LoadedModel:
+    """A model's tokenizer and metadata without its weights, for a backend that brings its
+    own (llama.cpp reads a GGUF export). ``model`` is None; ``window`` is its context.
+
+    Raises:
+        ModelNotFoundError, ModelLoadError: As :func:`load_model`.
+    """
+    resolved = resolve_spec(spec)
+    tokenizer = load_tokenizer(spec)
+    directory = resolved.path
+    base_spec = None
+    if resolved.kind is SourceKind.EMBEDDED:
+        directory = embedded.converted_dir()
+    elif resolved.kind is SourceKind.ADAPTER:
+        assert directory is not None
+        base_spec = adapter_base(directory)
+    loaded = _finish(resolved.spec, resolved.kind, None, tokenizer, directory, base_spec)
+    loaded.window = window
+    return loaded
+
+
 def _with_pad(tokenizer: Any) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -221,19 +273,7 @@ def _load_adapter(spec: str, directory: Path, options: dict[str, Any]) -> Loaded
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    try:
-        adapter_config = json.loads((directory / "adapter_config.json").read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{directory}/adapter_config.json unreadable: {exc}") from None
-    metadata = read_metadata(directory)
-    base_spec = (metadata.base_model if metadata else None) or adapter_config.get(
-        "base_model_name_or_path"
-    )
-    if not base_spec:
-        raise ModelLoadError(
-            f"adapter '{directory}' does not name its base model: add base_model_name_or_path "
-            "to adapter_config.json"
-        )
+    base_spec = adapter_base(directory)
     base = load_model(base_spec, **options)
     tokenizer = base.tokenizer
     if (directory / "tokenizer_config.json").is_file():
@@ -288,7 +328,8 @@ def _finish(
     directory: Path | None,
     base_spec: str | None = None,
 ) -> LoadedModel:
-    model.eval()
+    if model is not None:
+        model.eval()
     _with_pad(tokenizer)
     metadata = read_metadata(directory) if directory is not None else None
     if metadata is None:

@@ -3,8 +3,10 @@
 Loading a model takes seconds; it happens under a lock of that model only, so users of
 other models keep generating. Every request is admitted against a per-model bound (one
 generating plus ``max_waiting`` queued): past it the answer is "busy", never an unbounded
-queue. A model evicted from memory while requests still use it finishes those first (they
-hold their own reference).
+queue. Of the admitted requests, the backend writes ``model.parallel`` at once on llama.cpp
+(batched, one token each per forward pass) and one at a time on transformers. A model
+evicted from memory while requests still use it finishes those first (they hold their own
+reference).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taleforge.config import SamplingParams, TaleforgeConfig
 from taleforge.errors import TaleforgeError
 from taleforge.generate import StoryGenerator
-from taleforge.models import EMBEDDED_SPEC, STORY_MODEL_SPEC, LoadedModel, list_models, load_model
+from taleforge.models import EMBEDDED_SPEC, STORY_MODEL_SPEC, LoadedModel, list_models
+
+if TYPE_CHECKING:
+    from taleforge.serve.cache import GenerationCache
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +59,14 @@ class ModelRegistry:
     ) -> None:
         self.config = config
         self.default = config.model.spec
-        self._loader = loader or (lambda spec: load_model(spec, dtype=config.model.dtype))
+        #: A custom loader (tests) runs on transformers; by default the configured backend.
+        self._loader = loader
         self._loaded: OrderedDict[str, StoryGenerator] = OrderedDict()
         self._guard = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
         self._in_flight: dict[str, int] = {}
+        #: Seeded generations answered again without the model (set by ``AppContext.build``).
+        self.cache: GenerationCache | None = None
 
     # -- what is offered ---------------------------------------------------------------------
 
@@ -117,7 +125,11 @@ class ModelRegistry:
                 generator = self._loaded.get(spec)
             if generator is None:
                 log.info("loading model %s", spec)
-                generator = StoryGenerator(self._loader(spec), sampling=SamplingParams())
+                if self._loader is not None:
+                    generator = StoryGenerator(self._loader(spec), sampling=SamplingParams())
+                else:
+                    model = self.config.model.model_copy(update={"spec": spec})
+                    generator = StoryGenerator.from_config(model, sampling=SamplingParams())
             with self._guard:
                 self._loaded[spec] = generator
                 self._loaded.move_to_end(spec)

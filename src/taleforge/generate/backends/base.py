@@ -1,0 +1,82 @@
+"""What a backend does for :class:`~taleforge.generate.StoryGenerator`: turn a context into
+new tokens, one at a time, under a sampling configuration.
+
+Everything else (prompt formatting, the sliding window of long stories, stop sequences,
+streaming, seeds per story) lives in the generator and is shared by every backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from taleforge.config import SamplingParams
+
+
+@dataclass(frozen=True)
+class DecodeStep:
+    """One call to the model: continue ``context`` by at most ``max_new_tokens`` tokens."""
+
+    context: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    min_new_tokens: int
+    eos_ids: tuple[int, ...]
+    pad_token_id: int | None
+
+
+#: Receives each new token id as soon as it is chosen.
+OnToken = Callable[[int], None]
+#: Polled between tokens; True ends the step at once (cancel, stop sequence found).
+ShouldStop = Callable[[], bool]
+
+
+class Backend(ABC):
+    """An inference engine behind the generator.
+
+    Subclasses set :attr:`name`, :attr:`context_length` and :attr:`eos_token_ids`.
+    """
+
+    name: ClassVar[str]
+    #: Most tokens the backend attends to (context plus new tokens).
+    context_length: int
+    #: Tokens that end a story.
+    eos_token_ids: frozenset[int]
+    #: Stories this backend writes at the same time (more wait in :meth:`reserve`).
+    parallel: int = 1
+
+    @abstractmethod
+    @contextmanager
+    def reserve(self, cancel: threading.Event) -> Iterator[Any]:
+        """Wait for a place to decode; yields a handle (None when ``cancel`` was set first)."""
+
+    @abstractmethod
+    def new_rng(self, seed: int) -> Any:
+        """Random state for one story, seeded: the same seed gives the same story."""
+
+    @abstractmethod
+    def decode(
+        self,
+        slot: Any,
+        step: DecodeStep,
+        rng: Any,
+        on_token: OnToken,
+        should_stop: ShouldStop,
+    ) -> list[int]:
+        """Generate after ``step.context``; returns the new tokens (an end-of-sequence id
+        last when the model ended the story)."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Free what the backend holds (native memory, threads)."""
+
+
+def wait_for(lock: threading.Semaphore | threading.Lock, cancel: threading.Event) -> bool:
+    """Acquire ``lock``, giving up when ``cancel`` is set; True when acquired."""
+    while not lock.acquire(timeout=0.1):
+        if cancel.is_set():
+            return False
+    return True

@@ -1,0 +1,76 @@
+"""The reference backend: transformers ``generate`` on the loaded PyTorch model."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from taleforge.generate import decoding
+from taleforge.generate.backends.base import Backend, DecodeStep, OnToken, ShouldStop, wait_for
+from taleforge.models import LoadedModel
+
+
+class TransformersBackend(Backend):
+    """Any model transformers loads; decodes one story at a time per model.
+
+    Seeding uses the process-wide torch generator, so one model decodes one sequence at a
+    time (the model's lock); the story's seed is set when it starts.
+    """
+
+    name = "transformers"
+
+    def __init__(self, model: LoadedModel) -> None:
+        if model.model is None:
+            raise ValueError(f"'{model.spec}' was loaded without its PyTorch weights")
+        self.model = model
+        self.context_length = model.context_length
+        eos = model.model.generation_config.eos_token_id
+        if eos is None:
+            eos = model.tokenizer.eos_token_id
+        self.eos_token_ids = frozenset(eos if isinstance(eos, list) else [eos]) - {None}
+
+    @contextmanager
+    def reserve(self, cancel: threading.Event) -> Iterator[Any]:
+        if not wait_for(self.model.lock, cancel):
+            yield None
+            return
+        try:
+            yield self.model.lock
+        finally:
+            self.model.lock.release()
+
+    def new_rng(self, seed: int) -> Any:
+        import torch
+
+        torch.manual_seed(seed)
+        return None
+
+    def decode(
+        self,
+        slot: Any,
+        step: DecodeStep,
+        rng: Any,
+        on_token: OnToken,
+        should_stop: ShouldStop,
+    ) -> list[int]:
+        import torch
+
+        config = decoding.generation_config(
+            step.params,
+            max_new_tokens=step.max_new_tokens,
+            min_new_tokens=step.min_new_tokens,
+            pad_token_id=step.pad_token_id,
+            eos_token_id=list(step.eos_ids) or None,
+        )
+        input_ids = torch.tensor([step.context])
+        with torch.inference_mode():
+            output = self.model.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=config,
+                stopping_criteria=decoding.stopping_criteria(should_stop),
+                streamer=decoding.TokenSink(on_token),
+            )
+        return [int(t) for t in output[0, len(step.context) :].tolist()]

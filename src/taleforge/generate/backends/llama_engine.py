@@ -1,0 +1,320 @@
+"""Batched decoding on llama.cpp: many stories share one model and one forward pass per token.
+
+One engine thread owns a llama.cpp context with a KV-cache sequence per slot. Each loop it
+puts into a single batch the next token of every story being written and the next chunk of
+every new context (prompt processing), runs one ``llama_decode``, and chooses each story's
+next token from its logits. On two cores a forward pass over 8 tokens costs little more than
+over one (the weights are read from memory once), so 8 streams write several times more
+tokens per second than one, and every story gets one token per loop: a fair share.
+
+A slot keeps the tokens its KV cache holds; a new context that starts with them (the header
+of a long story whose window slides, the next story of the same request) only processes what
+differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taleforge.errors import ModelLoadError, TaleforgeError
+from taleforge.generate.sampling import TokenChooser
+
+log = logging.getLogger(__name__)
+
+#: Ends a sequence's token queue.
+END = object()
+
+
+class BackendError(TaleforgeError, RuntimeError):
+    """llama.cpp failed while decoding."""
+
+
+class _Native:
+    """The llama.cpp objects of an engine, freed once: by ``close()`` or at interpreter exit
+    (freeing them during interpreter teardown, or under a running decode, aborts)."""
+
+    def __init__(self) -> None:
+        self.objects: list[Any] = []  # model, context, batch: freed in reverse order
+        self.thread: threading.Thread | None = None
+
+    def free(self) -> None:
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        while self.objects:
+            self.objects.pop().close()
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One decoding step of one story, as the engine sees it.
+
+    ``on_token`` and ``should_stop`` run in the engine thread, between forward passes: a
+    thread per story woken for every token would compete with llama.cpp's threads for the
+    cores while they compute (and llama.cpp's threads wait for each other at every layer).
+    """
+
+    slot: int
+    context: list[int]
+    chooser: TokenChooser
+    max_new_tokens: int
+    eos_ids: frozenset[int]
+    on_token: Callable[[int], None]
+    should_stop: Callable[[], bool]
+    #: The new token ids, in order.
+    tokens: list[int] = field(default_factory=list)
+    #: Receives END when the sequence is finished, or the exception that ended it.
+    out: queue.Queue[Any] = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    pending: list[int] = field(default_factory=list)
+
+
+class LlamaEngine:
+    """A llama.cpp model and context that decodes up to ``slots`` sequences together.
+
+    Args:
+        path: The GGUF file.
+        slots: Sequences decoded together (KV-cache sequences).
+        context_per_slot: Tokens of context each sequence may hold.
+        threads: CPU threads for llama.cpp.
+        batch_tokens: Most tokens in one forward pass (long contexts are split).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        slots: int,
+        context_per_slot: int,
+        threads: int,
+        batch_tokens: int = 512,
+    ) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        # llama-cpp-python maps llama.cpp's warnings to ERROR; failures reach us as return
+        # codes, so its log is shown only when taleforge's is at DEBUG.
+        logging.getLogger("llama-cpp-python").setLevel(
+            logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL
+        )
+        llama_cpp.llama_backend_init()
+        self._native = _Native()
+        self._free_native = weakref.finalize(self, self._native.free)
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0
+        try:
+            # verbose=True: llama.cpp logs go through the logger above; False would
+            # redirect the process's stdout and stderr while other threads write to them.
+            self._model = _internals.LlamaModel(
+                path_model=str(path), params=model_params, verbose=True
+            )
+        except ValueError as exc:
+            raise ModelLoadError(
+                f"llama.cpp cannot load {path} ({exc}); the file is damaged or from another "
+                "llama.cpp version: delete it and run `taleforge export --format gguf --force`"
+            ) from None
+        self._native.objects.append(self._model)
+        self.slots = slots
+        self.context_per_slot = context_per_slot
+        self.batch_tokens = batch_tokens
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = slots * context_per_slot
+        params.n_batch = batch_tokens
+        params.n_ubatch = batch_tokens
+        params.n_seq_max = slots
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.kv_unified = False  # each slot owns context_per_slot cells
+        params.no_perf = True
+        try:
+            self._context = _internals.LlamaContext(model=self._model, params=params, verbose=True)
+        except ValueError as exc:
+            raise BackendError(f"llama.cpp cannot create a context: {exc}") from None
+        self._native.objects.append(self._context)
+        self._batch = _internals.LlamaBatch(n_tokens=batch_tokens, embd=0, n_seq_max=1)
+        self._native.objects.append(self._batch)
+        self.n_vocab = int(self._model.n_vocab())
+        self._cached: list[list[int]] = [[] for _ in range(slots)]
+        self._incoming: list[Sequence] = []
+        self._active: list[Sequence] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- the consumer side --------------------------------------------------------------------
+
+    def submit(self, sequence: Sequence) -> None:
+        """Queue a sequence; its tokens arrive on ``sequence.out``."""
+        if len(sequence.context) >= self.context_per_slot:
+            raise BackendError(
+                f"context of {len(sequence.context)} tokens does not fit the "
+                f"{self.context_per_slot}-token window of a llama.cpp slot"
+            )
+        with self._cond:
+            if self._closed:
+                raise BackendError("the llama.cpp engine was closed")
+            self._incoming.append(sequence)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="taleforge-llama", daemon=True
+                )
+                self._native.thread = self._thread
+                self._thread.start()
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Free the context and the model once no sequence runs (later submits fail)."""
+        with self._cond:
+            self._closed = True
+        self._free_native()
+
+    # -- the engine thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._admit()
+                if not self._active:
+                    self._thread = None
+                    return
+            try:
+                self._step()
+            except BaseException as exc:  # handed to every consumer, never lost in the thread
+                for sequence in self._active:
+                    self._forget(sequence.slot)
+                    sequence.out.put(exc)
+                self._active = []
+
+    def _admit(self) -> None:
+        """Drop cancelled sequences, start new ones (called under the condition's lock)."""
+        import llama_cpp
+
+        for sequence in [s for s in self._active if s.cancelled.is_set()]:
+            self._finish(sequence)
+        for sequence in self._incoming:
+            for old in [s for s in self._active if s.slot == sequence.slot]:
+                self._finish(old)  # its story moved on (cancelled, stopped)
+            cached = self._cached[sequence.slot]
+            common = 0
+            limit = min(len(cached), len(sequence.context) - 1)  # the last token is re-read
+            while common < limit and cached[common] == sequence.context[common]:
+                common += 1
+            memory = llama_cpp.llama_get_memory(self._context.ctx)
+            if not llama_cpp.llama_memory_seq_rm(memory, sequence.slot, common, -1):
+                llama_cpp.llama_memory_seq_rm(memory, sequence.slot, -1, -1)
+                common = 0
+            del cached[common:]
+            sequence.pending = list(sequence.context[common:])
+            self._active.append(sequence)
+        self._incoming = []
+
+    def _finish(self, sequence: Sequence) -> None:
+        sequence.out.put(END)
+        self._active.remove(sequence)
+
+    def _forget(self, slot: int) -> None:
+        import llama_cpp
+
+        memory = llama_cpp.llama_get_memory(self._context.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, slot, -1, -1)
+        self._cached[slot] = []
+
+    def _step(self) -> None:
+        """One forward pass: a token of every decoding sequence, chunks of new contexts."""
+        import llama_cpp
+        import numpy as np
+        import torch
+
+        batch = self._batch.batch
+        batch.n_tokens = 0
+        wants_logits: list[tuple[Sequence, int]] = []
+        budget = self.batch_tokens
+        # Decoding sequences first (one token each), so prompt processing never starves them.
+        ordered = sorted(self._active, key=lambda s: len(s.pending) > 1)
+        for sequence in ordered:
+            if budget == 0:
+                break
+            take = sequence.pending[:budget]
+            cached = self._cached[sequence.slot]
+            for offset, token in enumerate(take):
+                at = batch.n_tokens
+                batch.token[at] = token
+                batch.pos[at] = len(cached) + offset
+                batch.seq_id[at][0] = sequence.slot
+                batch.n_seq_id[at] = 1
+                batch.logits[at] = False
+                batch.n_tokens += 1
+            cached.extend(take)
+            del sequence.pending[: len(take)]
+            budget -= len(take)
+            if not sequence.pending:
+                batch.logits[batch.n_tokens - 1] = True
+                wants_logits.append((sequence, batch.n_tokens - 1))
+        status = llama_cpp.llama_decode(self._context.ctx, batch)
+        if status != 0:
+            raise BackendError(
+                f"llama.cpp could not decode (status {status}); the story was stopped"
+            )
+        for sequence, index in wants_logits:
+            pointer = llama_cpp.llama_get_logits_ith(self._context.ctx, index)
+            if sequence.cancelled.is_set():
+                continue  # dropped with END at the next step
+            logits = torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy())
+            token = sequence.chooser.choose(logits)
+            sequence.tokens.append(token)
+            try:
+                sequence.on_token(token)
+                stop = sequence.should_stop()
+            except BaseException as exc:  # the consumer's error ends its sequence only
+                with self._cond:
+                    self._active.remove(sequence)
+                sequence.out.put(exc)
+                continue
+            if stop or token in sequence.eos_ids or len(sequence.tokens) >= sequence.max_new_tokens:
+                with self._cond:
+                    self._finish(sequence)
+            else:
+                sequence.pending = [token]
+
+    # -- scoring (perplexity) ---------------------------------------------------------------
+
+    def token_logprobs(self, tokens: list[int]) -> list[float]:
+        """Log-probability of each token after the first given the ones before it.
+
+        Runs on slot 0 outside the engine thread: call it only while no story is written.
+        """
+        import llama_cpp
+        import numpy as np
+        import torch
+
+        if len(tokens) > self.context_per_slot:
+            raise BackendError(f"{len(tokens)} tokens exceed the window {self.context_per_slot}")
+        self._forget(0)
+        batch = self._batch.batch
+        scores: list[float] = []
+        for start in range(0, len(tokens), self.batch_tokens):
+            chunk = tokens[start : start + self.batch_tokens]
+            batch.n_tokens = len(chunk)
+            for offset, token in enumerate(chunk):
+                batch.token[offset] = token
+                batch.pos[offset] = start + offset
+                batch.seq_id[offset][0] = 0
+                batch.n_seq_id[offset] = 1
+                batch.logits[offset] = True
+            if llama_cpp.llama_decode(self._context.ctx, batch) != 0:
+                raise BackendError("llama.cpp could not score the text")
+            pointer = llama_cpp.llama_get_logits(self._context.ctx)
+            rows = np.ctypeslib.as_array(pointer, shape=(len(chunk), self.n_vocab))
+            targets = tokens[start + 1 : start + len(chunk) + 1]
+            logprobs = torch.log_softmax(torch.from_numpy(rows[: len(targets)].copy()), -1)
+            picked = logprobs.gather(1, torch.tensor(targets)[:, None])
+            scores.extend(picked.flatten().tolist())
+        self._forget(0)
+        return scores

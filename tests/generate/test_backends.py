@@ -1,0 +1,306 @@
+"""Every backend behaves the same for a writer: one suite, run on transformers and llama.cpp.
+
+llama.cpp runs a float32 GGUF export of the tiny GPT-2, so its logits equal transformers'
+up to rounding: greedy stories must be token for token the same on both backends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import pytest
+
+from taleforge import ConfigError, StoryGenerator
+from taleforge.config import SamplingParams
+from taleforge.errors import ModelLoadError
+from taleforge.generate.postprocess import finish_text
+
+PROMPT = "The dragon slept beneath the castle"
+BACKENDS = ["transformers", "llama.cpp"]
+
+
+def need_llama_cpp() -> None:
+    """Skip without llama-cpp-python on a user's machine; fail in CI, which installs it."""
+    from taleforge.generate.backends.llama import llama_cpp_missing
+
+    reason = llama_cpp_missing()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI must test the llama.cpp backend (make setup builds it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def llama_generator(tiny_model):
+    need_llama_cpp()
+    from taleforge.generate.backends import open_backend
+
+    loaded, backend = open_backend(tiny_model, "llama.cpp", quantization="f32", parallel=4)
+    generator = StoryGenerator(loaded, backend=backend)
+    yield generator
+    generator.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def generator(request, tiny_generator):
+    if request.param == "transformers":
+        return tiny_generator
+    return request.getfixturevalue("llama_generator")
+
+
+def story(generator, prompt=PROMPT, **options):
+    return generator.generate(prompt, **options).stories[0]
+
+
+GREEDY = {"temperature": 0, "max_new_tokens": 30, "min_new_tokens": 30, "trim_to_sentence": False}
+
+
+# -- the same behaviour on every backend ------------------------------------------------------
+
+
+def test_the_story_records_its_backend(generator):
+    assert story(generator, max_new_tokens=3).backend == generator.backend_name
+
+
+def test_greedy_is_deterministic_and_top_k_1_top_p_min_p_narrow_to_greedy(generator):
+    greedy = story(generator, **GREEDY)
+    assert story(generator, **GREEDY).token_ids == greedy.token_ids
+    narrow = [{"top_k": 1}, {"top_k": 0, "top_p": 0.001}, {"top_k": 0, "min_p": 0.999}]
+    for seed, options in enumerate(narrow):
+        sampled = story(generator, **{**GREEDY, "temperature": 1.0, "seed": seed, **options})
+        assert sampled.token_ids == greedy.token_ids, options
+
+
+def test_same_seed_same_story_other_seed_other_story(generator):
+    options = {"max_new_tokens": 25, "min_new_tokens": 25, "temperature": 1.2}
+    first = story(generator, seed=1234, **options)
+    assert story(generator, seed=1234, **options).token_ids == first.token_ids
+    assert story(generator, seed=4321, **options).token_ids != first.token_ids
+    assert first.seed == 1234
+
+
+def test_several_stories_have_consecutive_seeds(generator):
+    options = {"max_new_tokens": 10, "min_new_tokens": 10}
+    result = generator.generate(PROMPT, num_stories=3, seed=50, **options)
+    assert [s.seed for s in result.stories] == [50, 51, 52]
+    assert story(generator, seed=51, **options).token_ids == result.stories[1].token_ids
+
+
+def test_length_limits(generator):
+    assert story(generator, seed=3, max_new_tokens=5).generated_tokens <= 5
+    exact = story(generator, seed=3, max_new_tokens=25, min_new_tokens=25)
+    assert exact.generated_tokens == 25 and exact.finish_reason == "length"
+
+
+def test_repetition_controls(generator):
+    plain = story(generator, **{**GREEDY, "repetition_penalty": 1.0, "max_new_tokens": 40})
+    bigrams = list(zip(plain.token_ids, plain.token_ids[1:], strict=False))
+    assert len(set(bigrams)) < len(bigrams), "greedy decoding of a random model repeats"
+    penalised = story(generator, **{**GREEDY, "repetition_penalty": 2.5})
+    assert len(set(penalised.token_ids)) > len(set(plain.token_ids[:30]))
+    banned = story(
+        generator,
+        **{**GREEDY, "repetition_penalty": 1.0, "no_repeat_ngram_size": 2, "max_new_tokens": 40},
+    )
+    bigrams = list(zip(banned.token_ids, banned.token_ids[1:], strict=False))
+    assert len(set(bigrams)) == len(bigrams)
+
+
+def test_stop_sequence_cuts_the_story_and_never_streams(generator):
+    full = story(generator, **GREEDY)
+    raw = generator.model.tokenizer.decode(list(full.token_ids), skip_special_tokens=True)
+    stop = raw[len(raw) // 2 : len(raw) // 2 + 3]
+    stream = generator.stream(PROMPT, stop=[stop], **{**GREEDY, "min_new_tokens": 0})
+    streamed = "".join(chunk.text for chunk in stream)
+    stopped = stream.result.stories[0]
+    assert stopped.finish_reason == "stop"
+    assert stop not in stopped.generated_text and stop not in streamed
+    assert stopped.generated_text == finish_text(raw[: raw.index(stop)], stops=(), trim=False)[0]
+
+
+def test_streamed_chunks_add_up_to_the_story(generator):
+    stream = generator.stream(PROMPT, seed=9, **{**GREEDY, "temperature": 0.9})
+    chunks = list(stream)
+    assert len(chunks) > 3
+    result = stream.result.stories[0]
+    assert finish_text("".join(c.text for c in chunks), stops=(), trim=False)[0] == (
+        result.generated_text
+    )
+
+
+def test_cancel_stops_the_stream_promptly_and_frees_the_model(generator):
+    stream = generator.stream(PROMPT, seed=1, max_new_tokens=16_000, min_new_tokens=16_000)
+    assert next(iter(stream)).text
+    cancelled_at = time.perf_counter()
+    stream.cancel()
+    assert stream.wait(timeout=1.0), "still generating 1 s after cancel"
+    assert time.perf_counter() - cancelled_at < 1.0
+    result = stream.result.stories[0]
+    assert result.finish_reason == "cancelled" and result.generated_tokens < 16_000
+    assert story(generator, seed=1, max_new_tokens=3).generated_tokens <= 3
+
+
+def test_a_story_longer_than_the_window_keeps_going(generator):
+    assert generator.context_length == 64
+    result = story(generator, "A dragon", genre="fantasy", seed=5, max_new_tokens=200,
+                   min_new_tokens=200)  # fmt: skip
+    assert result.generated_tokens == 200 and result.window_shifts >= 1
+    again = story(generator, "A dragon", genre="fantasy", seed=5, max_new_tokens=200,
+                  min_new_tokens=200)  # fmt: skip
+    assert again.token_ids == result.token_ids
+
+
+def test_a_memory_that_fills_the_window_is_refused(generator):
+    with pytest.raises(ConfigError, match="shorten them"):
+        story(generator, memory="The dragon slept. " * 40)
+
+
+# -- the backends agree ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"repetition_penalty": 1.3},
+        {"no_repeat_ngram_size": 3, "repetition_penalty": 1.0},
+        {"min_new_tokens": 30, "max_new_tokens": 30},
+    ],
+    ids=["greedy", "repetition-penalty", "no-repeat-ngram", "min-new-tokens"],
+)
+def test_greedy_stories_are_the_same_on_both_backends(tiny_generator, llama_generator, options):
+    settings = {"temperature": 0, "max_new_tokens": 40, "trim_to_sentence": False, **options}
+    reference = story(tiny_generator, **settings)
+    assert story(llama_generator, **settings).token_ids == reference.token_ids
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(),
+        SamplingParams(temperature=1.3, top_k=5, top_p=0.8),
+        SamplingParams(temperature=0.7, top_k=40, min_p=0.05, typical_p=0.9),
+        SamplingParams(temperature=0.9, top_k=0, top_p=0.9, typical_p=0.95),
+    ],
+    ids=["defaults", "top-k-top-p", "min-p-typical", "no-top-k"],
+)
+def test_the_sampling_distribution_is_the_one_transformers_samples_from(params):
+    """llama.cpp's token chooser keeps only the top-k candidates before the later warpers;
+    the probabilities must equal those of transformers' processors on the whole vocabulary."""
+    import torch
+
+    from taleforge.generate.sampling import TokenChooser, logits_processors
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 500) * 4
+    context = [3, 7, 7, 42]
+    processors, warpers = logits_processors(
+        params, context_tokens=len(context), min_new_tokens=0, eos_ids=[0]
+    )
+    ids = torch.tensor([context])
+    expected = torch.softmax(warpers(ids, processors(ids, logits.clone())), dim=-1)[0]
+    counts = torch.zeros(500)
+    chooser = TokenChooser(params, context, min_new_tokens=0, eos_ids=[0], rng=None)
+    rng = torch.Generator().manual_seed(1)
+    for _ in range(4000):
+        chooser.tokens = list(context)
+        chooser.rng = rng
+        counts[chooser.choose(logits[0].clone())] += 1
+    observed = counts / counts.sum()
+    assert set(observed.nonzero().flatten().tolist()) <= set(expected.nonzero().flatten().tolist())
+    assert torch.allclose(observed, expected, atol=0.03)
+
+
+# -- concurrency on llama.cpp ------------------------------------------------------------------
+
+
+def test_concurrent_stories_are_written_together_and_each_as_if_alone(llama_generator):
+    options = {"max_new_tokens": 150, "min_new_tokens": 150, "trim_to_sentence": False}
+    alone = [story(llama_generator, seed=seed, **options).token_ids for seed in range(4)]
+    first_token: dict[int, float] = {}
+    finished: dict[int, float] = {}
+    results: dict[int, tuple[int, ...]] = {}
+
+    def write(seed: int) -> None:
+        stream = llama_generator.stream(PROMPT, seed=seed, **options)
+        for _ in stream:
+            first_token.setdefault(seed, time.perf_counter())
+        finished[seed] = time.perf_counter()
+        results[seed] = stream.result.stories[0].token_ids
+
+    threads = [threading.Thread(target=write, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [results[seed] for seed in range(4)] == alone
+    # Fair sharing: every writer saw text before any story was finished.
+    assert max(first_token.values()) < min(finished.values())
+
+
+# -- choosing a backend, bad input -------------------------------------------------------------
+
+
+def test_an_unknown_backend_says_which_exist(tiny_model):
+    with pytest.raises(ConfigError, match="unknown backend 'vllm': use one of auto"):
+        StoryGenerator(tiny_model, backend="vllm")
+
+
+def test_without_llama_cpp_auto_falls_back_with_a_reason_and_llama_cpp_is_refused(
+    tiny_model_dir, monkeypatch, caplog
+):
+    from taleforge.generate.backends import llama
+
+    monkeypatch.setattr(llama, "llama_cpp_missing", lambda: "llama-cpp-python is not installed")
+    with caplog.at_level(logging.INFO, logger="taleforge"):
+        generator = StoryGenerator(str(tiny_model_dir), backend="auto")
+    assert generator.backend_name == "transformers"
+    assert "llama-cpp-python is not installed" in caplog.text
+    with pytest.raises(ConfigError, match="not installed.*--backend transformers"):
+        StoryGenerator(str(tiny_model_dir), backend="llama.cpp")
+
+
+def test_auto_picks_llama_cpp_when_it_can(tiny_model_dir):
+    need_llama_cpp()
+    generator = StoryGenerator(str(tiny_model_dir), backend="auto")
+    try:
+        assert generator.backend_name == "llama.cpp"
+        assert generator.model.model is None, "the PyTorch weights are not kept in memory"
+        assert story(generator, seed=1, max_new_tokens=5).generated_tokens <= 5
+    finally:
+        generator.close()
+
+
+def test_a_corrupt_gguf_file_is_a_clear_error(tmp_path):
+    need_llama_cpp()
+    from taleforge.generate.backends.llama import LlamaCppBackend
+
+    broken = tmp_path / "model.q8_0.gguf"
+    broken.write_bytes(b"GGUF" + os.urandom(300))
+    with pytest.raises(ModelLoadError, match="not a readable GGUF file.*export again"):
+        LlamaCppBackend(broken)
+
+
+def test_the_backend_flag_of_generate(tiny_model_dir):
+    import json
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "taleforge", "generate", "a ship", "--model"]
+        return subprocess.run(
+            [*command, str(tiny_model_dir), "--max-new-tokens", "4", "--seed", "1", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    done = run("--backend", "transformers", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stories"][0]["backend"] == "transformers"
+    bad = run("--backend", "vllm")
+    assert bad.returncode == 2 and "invalid choice: 'vllm'" in bad.stderr

@@ -1,0 +1,78 @@
+"""The server on the llama.cpp backend: concurrent users are written for together, fairly."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="module")
+def llama_server(tiny_model_dir, start_server):
+    from taleforge.generate.backends.llama import llama_cpp_missing
+
+    reason = llama_cpp_missing()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI must test the llama.cpp backend (make setup builds it)")
+        pytest.skip(reason)
+    overrides = {
+        "model.spec": str(tiny_model_dir),
+        "model.backend": "llama.cpp",
+        "model.parallel": 4,
+        "model.quantization": "f32",
+        "serve.cache_size": 0,  # every request is written, none replayed from the cache
+    }
+    with start_server(overrides) as url:
+        yield url
+
+
+def stream_story(url: str, seed: int, marks: dict[str, float]) -> dict:
+    body = {
+        "prompt": "A robot counted the stars",
+        "seed": seed,
+        "max_new_tokens": 300,
+        "min_new_tokens": 300,
+        "stream": True,
+    }
+    story = None
+    with httpx.stream("POST", f"{url}/api/generate", json=body, timeout=120) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            if "text" in event:
+                marks.setdefault("first", time.perf_counter())
+            if event.get("done"):
+                story = event["story"]
+    marks["end"] = time.perf_counter()
+    assert story is not None
+    return story
+
+
+def test_concurrent_users_share_the_model_fairly_and_get_their_own_stories(llama_server):
+    alone = [stream_story(llama_server, seed, {}) for seed in range(4)]
+    assert all(s["backend"] == "llama.cpp" for s in alone)
+    marks: list[dict[str, float]] = [{} for _ in range(4)]
+    together: list[dict] = [{} for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def user(seed: int) -> None:
+        start.wait()
+        together[seed] = stream_story(llama_server, seed, marks[seed])
+
+    threads = [threading.Thread(target=user, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [s["generated_text"] for s in together] == [s["generated_text"] for s in alone]
+    # Written together: every user saw text before the first story was finished.
+    assert max(m["first"] for m in marks) < min(m["end"] for m in marks)
+    health = httpx.get(f"{llama_server}/health").json()
+    assert health["active_requests"] == 0
