@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -39,8 +40,9 @@ def live_server(overrides: dict[str, Any]) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_model_dir: Path) -> Iterator[str]:
-    """Default model: the tiny GPT-2 (fast); the embedded model is offered too."""
-    with live_server({"model.spec": str(tiny_model_dir)}) as url:
+    """Default model: the tiny GPT-2 (fast) on the reference backend, whose stories these
+    tests know; the embedded model is offered too (on the configured backend, auto)."""
+    with live_server({"model.spec": str(tiny_model_dir), "model.backend": "transformers"}) as url:
         yield url
 
 
@@ -71,3 +73,101 @@ def start_server():
 def idle():
     """``idle(url, within=1.0)``: seconds until the server has no request in flight."""
     return wait_idle
+
+
+def read_metric(url: str, name: str, **labels: str) -> float:
+    """The value of one sample of ``GET /metrics`` (0 when it was never counted)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture(scope="session")
+def metric():
+    """``metric(url, "taleforge_cache_hits_total", layer="memory")``: a counter's value."""
+    return read_metric
+
+
+def need(reason: str) -> None:
+    """As ``need`` of tests/conftest.py (not importable from here): skip, but fail in CI."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A private, empty ``redis-server`` on a free port (no persistence); its URL."""
+    import shutil
+    import socket
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        need("no redis-server for the Redis tests: install it (apt-get install redis-server)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                need(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (or $TALEFORGE_CHROMIUM); skip without it, but fail in CI."""
+    import os
+    import shutil
+
+    path = os.environ.get("TALEFORGE_CHROMIUM") or shutil.which("chromium")
+    if path:
+        return path
+    reason = "Chromium is not installed (apt install chromium, or set TALEFORGE_CHROMIUM)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI must run the browser tests")
+    pytest.skip(reason)
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="session")
+def launch_chromium():
+    """``with launch_chromium() as browser:`` a real headless Chromium."""
+    return chromium

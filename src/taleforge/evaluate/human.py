@@ -368,6 +368,31 @@ def summarize(ratings: Sequence[dict[str, Any]]) -> RatingSummary:
     return RatingSummary(scores, preferences, tuple(sorted(raters)))
 
 
+#: The criterion of the web app's 1-5 star ratings (one overall judgement per story).
+OVERALL = "overall"
+
+
+def from_library(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Star ratings from the web app's story library as score records (criterion "overall").
+
+    Args:
+        rows: :meth:`taleforge.store.Library.ratings` output.
+    """
+    return [
+        {
+            "type": "score",
+            "source": "library",
+            "model": row.get("model") or "unknown model",
+            "rater": f"library:{row.get('rater')}",
+            "story_id": row.get("story_id"),
+            "scores": {OVERALL: int(row["score"])},
+            "comment": row.get("comment", ""),
+            "time": row.get("rated_at"),
+        }
+        for row in rows
+    ]
+
+
 def format_summary(summary: RatingSummary) -> str:
     """A plain-text report of a rating summary."""
     if not summary.scores and not summary.preferences:
@@ -375,11 +400,14 @@ def format_summary(summary: RatingSummary) -> str:
     lines = [f"raters: {', '.join(summary.raters)}"]
     if summary.scores:
         width = max(len(m) for m in summary.scores)
+        criteria = CRITERIA
+        if any(OVERALL in by for by in summary.scores.values()):
+            criteria = (*CRITERIA, OVERALL)
         lines.append("\nscores 1-5: mean [95% CI] (n)")
-        lines.append(f"{'model':<{width}}  " + "  ".join(f"{c:<22}" for c in CRITERIA))
+        lines.append(f"{'model':<{width}}  " + "  ".join(f"{c:<22}" for c in criteria))
         for model, by in summary.scores.items():
             cells = []
-            for criterion in CRITERIA:
+            for criterion in criteria:
                 i = by.get(criterion)
                 if i is None:
                     cells.append("-")

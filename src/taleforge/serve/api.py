@@ -13,14 +13,16 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taleforge.config import MODES
 from taleforge.errors import ConfigError
 from taleforge.generate.result import GenerationResult, Story
+from taleforge.serve.limits import limit_generation
 from taleforge.serve.registry import BusyError, ModelRegistry, UnknownModelError
+from taleforge.serve.sanitize import CleanText
 from taleforge.serve.streaming import chunks, generation
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -54,7 +56,7 @@ def as_api_error(exc: Exception) -> APIError:
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = Field(None, description="Model id from /api/models; empty = default.")
+    model: CleanText | None = Field(None, description="Model id from /api/models; empty = default.")
     temperature: float | None = Field(None, ge=0.0, le=5.0, description="0 = greedy.")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, lt=2**32, description="Same seed, same story.")
@@ -95,26 +97,28 @@ _SAMPLING_KEYS = {
 class GenerateRequest(_Sampling):
     """``POST /api/generate``: write a story (or continue one, or a poem, ...)."""
 
-    prompt: str = Field(..., description="Idea, writing prompt, or the text to continue.")
+    prompt: CleanText = Field(..., description="Idea, writing prompt, or the text to continue.")
     mode: Literal["story", "writing-prompt", "continue", "poem", "dialogue", "chat"] = "story"
-    genre: str | None = Field("auto", description="A genre, 'auto' (from the prompt) or 'none'.")
-    memory: str = Field("", description="Kept in context however long the story grows.")
-    authors_note: str = Field("", description="Steering text placed near the end of context.")
+    genre: CleanText | None = Field(
+        "auto", description="A genre, 'auto' (from the prompt) or 'none'."
+    )
+    memory: CleanText = Field("", description="Kept in context however long the story grows.")
+    authors_note: CleanText = Field("", description="Steering text placed near the end of context.")
     top_k: int | None = Field(None, ge=0, le=100_000)
     typical_p: float | None = Field(None, gt=0.0, le=1.0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(None, ge=1.0, le=3.0)
     no_repeat_ngram_size: int | None = Field(None, ge=0, le=16)
     max_new_tokens: int | None = Field(None, ge=1)
-    min_new_tokens: int | None = Field(None, ge=0)
-    stop: list[str] | None = Field(None, max_length=8)
+    min_new_tokens: int | None = Field(None, ge=0, le=16_384)
+    stop: list[CleanText] | None = Field(None, max_length=8)
 
 
 class _OpenAIRequest(_Sampling):
     """What the OpenAI completion and chat requests share."""
 
     max_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
+    stop: CleanText | list[CleanText] | None = None
     n: int = Field(1, ge=1, le=1, description="One completion per request.")
 
     @field_validator("stop")
@@ -126,12 +130,12 @@ class _OpenAIRequest(_Sampling):
 class CompletionRequest(_OpenAIRequest):
     """OpenAI ``POST /v1/completions``: the prompt is text to continue."""
 
-    prompt: str | list[str]
+    prompt: CleanText | list[CleanText]
 
 
 class ChatTurn(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: CleanText
 
 
 class ChatRequest(_OpenAIRequest):
@@ -215,7 +219,9 @@ def build_router(registry: ModelRegistry) -> APIRouter:
         """The models this server offers; the first is the default."""
         return {"default": registry.default, "models": [m.__dict__ for m in registry.offered()]}
 
-    @router.post("/api/generate", tags=["taleforge"], response_model=None)
+    limited = [Depends(limit_generation)]  # per account and IP: 429 past serve.rate_limit_generate
+
+    @router.post("/api/generate", tags=["taleforge"], response_model=None, dependencies=limited)
     async def generate(body: GenerateRequest, request: Request) -> Any:
         """Write a story. With ``"stream": true`` the answer is server-sent events: one
         ``{"text": ...}`` per chunk, then ``{"done": true, "story": {...}}``."""
@@ -287,7 +293,7 @@ def build_router(registry: ModelRegistry) -> APIRouter:
             ],
         }
 
-    @router.post("/v1/completions", tags=["openai"], response_model=None)
+    @router.post("/v1/completions", tags=["openai"], response_model=None, dependencies=limited)
     async def completions(body: CompletionRequest) -> Any:
         """Continue the prompt text (mode ``continue``)."""
         prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt[:1])
@@ -333,7 +339,7 @@ def build_router(registry: ModelRegistry) -> APIRouter:
             "usage": _usage(story),
         }
 
-    @router.post("/v1/chat/completions", tags=["openai"], response_model=None)
+    @router.post("/v1/chat/completions", tags=["openai"], response_model=None, dependencies=limited)
     async def chat_completions(body: ChatRequest) -> Any:
         """Chat with the model's chat template (mode ``chat``); the last message is the user's."""
         turns = [t for t in body.messages if t.role != "system"]

@@ -20,17 +20,30 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
 
 from taleforge import __version__
 from taleforge.config import TaleforgeConfig
 from taleforge.errors import ConfigError
 from taleforge.serve.api import APIError, build_router
+from taleforge.serve.auth import (
+    SESSION_COOKIE,
+    SESSION_DAYS,
+    AccountMiddleware,
+    build_auth_router,
+    secret_key,
+)
+from taleforge.serve.context import AppContext
+from taleforge.serve.library_api import build_library_router
+from taleforge.serve.limits import install as install_limits
+from taleforge.serve.metrics import METRICS_PATH, add_metrics_route
 from taleforge.serve.registry import ModelRegistry
+from taleforge.serve.sanitize import describe_body_error
 
 log = logging.getLogger(__name__)
 
 #: Paths answered without basic auth (health checks of load balancers).
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", METRICS_PATH)
 
 
 def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
@@ -62,7 +75,8 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
 
     from taleforge.serve.ui import CSS, build_ui
 
-    registry = registry or ModelRegistry(config)
+    ctx = AppContext.build(config, registry)
+    registry = ctx.registry
     serve = config.serve
 
     @asynccontextmanager
@@ -79,6 +93,7 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
         lifespan=lifespan,
     )
     app.state.registry = registry
+    app.state.ctx = ctx
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
@@ -96,16 +111,39 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith(("/api", "/v1")):
-            return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+            unreadable = exc.detail == "There was an error parsing the body"  # FastAPI's words
+            message = describe_body_error(exc.__cause__) if unreadable else None
+            return _error(exc.status_code, message or str(exc.detail), "invalid_request_error")
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
+    app.include_router(build_router(registry))
+    app.include_router(build_library_router(ctx))
+    app.include_router(build_auth_router(ctx))
+    add_metrics_route(app, ctx.metrics)
+    # Middleware runs outermost-last-added: basic auth (optional) → session cookie → account.
+    app.add_middleware(AccountMiddleware, ctx=ctx)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret_key(ctx),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_DAYS * 86_400,
+        same_site="lax",
+        https_only=serve.ssl_certfile is not None,
+    )
+    install_limits(app, config)  # body size limit (outside the session), 429 for rate limits
     if serve.auth:
         _add_basic_auth(app, serve.auth)
 
-    app.include_router(build_router(registry))
-    ui = build_ui(registry)
+    ui = build_ui(registry, ctx)
     ui.queue(default_concurrency_limit=None, max_size=None)
-    return gr.mount_gradio_app(app, ui, path="/", css=CSS, footer_links=["api"])
+
+    def gradio_user(request: Request) -> str | None:
+        account = request.scope.get("state", {}).get("account")
+        return account.username if account is not None else None
+
+    return gr.mount_gradio_app(
+        app, ui, path="/", css=CSS, footer_links=["api"], auth_dependency=gradio_user
+    )
 
 
 def _add_basic_auth(app: FastAPI, credentials: str) -> None:
@@ -178,10 +216,10 @@ def build_server(config: TaleforgeConfig, registry: ModelRegistry | None = None)
         value = getattr(settings, name)
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"--{name.replace('_', '-')} {value}: no such file")
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.auth:
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.accounts:
         log.warning(
-            "listening on %s without --auth: anyone who can reach this address can use the "
-            "app (accounts arrive with the accounts issue)",
+            "listening on %s: accounts are required (writers sign up on /signup); "
+            "use HTTPS (--serve.ssl-certfile/--serve.ssl-keyfile) or a TLS proxy in front",
             settings.host,
         )
     return uvicorn.Server(
@@ -208,7 +246,17 @@ def server_url(server: Any, config: TaleforgeConfig) -> str:
 
 
 def serve(config: TaleforgeConfig) -> None:
-    """Run the server until interrupted; prints the URL it listens on."""
+    """Run the server until interrupted; prints the URL it listens on.
+
+    Raises:
+        ModelNotFoundError, ModelLoadError: The default model is missing or corrupt.
+    """
+    from taleforge.models.loading import load_tokenizer
+
+    # Models load on first use; a default model that is missing or corrupt must stop the
+    # server now with the reason, not fail every request later. Only the spec, the
+    # config and the tokenizer are read here (no weights).
+    load_tokenizer(config.model.spec)
     server = build_server(config)
 
     def announce() -> None:

@@ -1,23 +1,39 @@
-"""Bridges between the threaded :class:`StoryStream` and async web handlers."""
+"""Bridges between the threaded :class:`StoryStream` and async web handlers.
+
+:func:`generation` is the one way the API and the studio generate; a seeded request the
+registry's cache has seen is replayed from it there, without the model.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 
 from taleforge.generate import StoryGenerator, StoryStream
-from taleforge.generate.result import StreamChunk
+from taleforge.generate.result import Story, StreamChunk
+from taleforge.serve.cache import RecordingStream, ReplayStream
 from taleforge.serve.registry import ModelRegistry
 
 
-def _next(stream: StoryStream) -> StreamChunk | None:
+class GenerationStream(Protocol):
+    """What handlers use of a stream: a ``StoryStream``, or a replay from the cache."""
+
+    def __iter__(self) -> Iterator[StreamChunk]: ...
+    def __next__(self) -> StreamChunk: ...
+    def cancel(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    @property
+    def stories(self) -> tuple[Story, ...]: ...
+
+
+def _next(stream: GenerationStream) -> StreamChunk | None:
     return next(stream, None)
 
 
-async def chunks(stream: StoryStream) -> AsyncIterator[StreamChunk]:
+async def chunks(stream: GenerationStream) -> AsyncIterator[StreamChunk]:
     """The stream's chunks, awaited off the event loop; leaving early cancels generation.
 
     Whoever stops iterating (a client that disconnects, a Pause button that cancels the
@@ -38,22 +54,37 @@ async def chunks(stream: StoryStream) -> AsyncIterator[StreamChunk]:
 @asynccontextmanager
 async def generation(
     registry: ModelRegistry, model: str | None, prompt: str, **options: Any
-) -> AsyncIterator[tuple[str, StoryStream]]:
+) -> AsyncIterator[tuple[str, GenerationStream]]:
     """Admit, load (off the event loop) and start one generation; yields (spec, stream).
+
+    A seeded request found in ``registry.cache`` is replayed instead (same chunks, same
+    stories; nothing admitted or loaded); a seeded one that runs to its end is recorded.
 
     Raises:
         UnknownModelError, BusyError: Before anything is loaded or generated.
         ConfigError: The request is invalid for this model.
     """
     spec = registry.resolve(model)
+    cache, key = registry.cache, None
+    if cache is not None and cache.wants(options):
+        # Off the event loop: the key stats the model's files, the lookup may query a database.
+        key, recording = await anyio.to_thread.run_sync(cache.lookup, spec, prompt, options)
+        if recording is not None:
+            yield spec, ReplayStream(recording)
+            return
     with registry.admit(spec):
         generator: StoryGenerator = await anyio.to_thread.run_sync(registry.get, spec)
-        stream = generator.stream(prompt, **options)
+        stream = RecordingStream(generator.stream(prompt, **options))
+        if cache is not None:
+            cache.count_generation(spec)
         try:
             yield spec, stream
         finally:
             stream.cancel()
             await anyio.to_thread.run_sync(stream.wait)
+    finished = stream.recording(spec)
+    if cache is not None and key is not None and finished is not None:
+        await anyio.to_thread.run_sync(cache.put, key, finished)
 
 
 @contextmanager

@@ -18,7 +18,11 @@ import gradio as gr
 
 from taleforge.errors import TaleforgeError
 from taleforge.genres import GENRES
+from taleforge.serve.context import AppContext
+from taleforge.serve.library_ui import StudioLibrary, WriteParts, esc
+from taleforge.serve.limits import request_identity
 from taleforge.serve.registry import ModelRegistry
+from taleforge.serve.sanitize import clean_request, clean_text
 from taleforge.serve.streaming import chunks, generation
 
 #: Sampling presets a writer can pick instead of moving sliders.
@@ -51,7 +55,7 @@ def _push(versions: list[str], text: str) -> list[str]:
     return versions
 
 
-def build_ui(registry: ModelRegistry) -> gr.Blocks:
+def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Blocks:
     """The Blocks app; every handler goes through ``registry`` (admission, lazy loading)."""
     limits = registry.config.serve
     model_ids = [m.id for m in registry.offered()]
@@ -78,15 +82,29 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
             options["seed"] = int(seed)
         return options
 
+    def admit(
+        prompt: str, options: dict[str, Any], request: gr.Request | None
+    ) -> tuple[str, dict[str, Any]]:
+        """Clean and check the texts, count the generation against the writer's rate limit."""
+        try:
+            prompt, options = clean_request(prompt, options, limits.max_prompt_chars)
+            if ctx is not None and ctx.limiter is not None:
+                ctx.limiter.hit("generate", *request_identity(request))
+        except TaleforgeError as exc:
+            raise gr.Error(str(exc)) from None
+        return prompt, options
+
     async def run(
-        base: str, prompt: str, model: str, options: dict[str, Any], versions: list[str]
+        base: str,
+        prompt: str,
+        model: str,
+        options: dict[str, Any],
+        versions: list[str],
+        request: gr.Request | None = None,
     ) -> Any:
         """Stream one generation; yields (story, counts, status, versions)."""
-        if len(prompt) > limits.max_prompt_chars:
-            raise gr.Error(
-                f"the text is {len(prompt):,} characters; the server accepts at most "
-                f"{limits.max_prompt_chars:,}"
-            )
+        prompt, options = admit(prompt, options, request)
+        base = clean_text(base)
         started = time.perf_counter()
         yield base, _counts(base), f"⏳ writing with {model} …", versions
         written = ""
@@ -111,11 +129,15 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
         )
         yield final, _counts(final, tokenizer), status, versions
 
+    shelf = StudioLibrary(ctx) if ctx is not None else None
     with gr.Blocks(title="taleforge — co-writing studio") as ui:
-        gr.Markdown("## taleforge · co-writing studio")
+        with gr.Row():
+            gr.Markdown("## taleforge · co-writing studio")
+            account_bar = gr.Markdown("", elem_id="account-bar")
         versions = gr.State([])
         last = gr.State({})  # what Retry repeats: {"base", "prompt", "options"}
-        with gr.Tabs():
+        story_id = gr.State(None)  # the library story the Write tab is editing
+        with gr.Tabs() as tabs:
             with gr.Tab("Write", id="write"), gr.Row():
                 with gr.Column(scale=3):
                     prompt = gr.Textbox(
@@ -123,6 +145,12 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                         placeholder="An idea, a writing prompt, or a first line …",
                         lines=2,
                         elem_id="prompt",
+                    )
+                    title = gr.Textbox(
+                        label="Title",
+                        placeholder="(the prompt's first line)",
+                        max_lines=1,
+                        elem_id="title",
                     )
                     story = gr.Textbox(
                         label="Story (editable: pause, change anything, resume)",
@@ -146,6 +174,13 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                         )
                         export_btn = gr.Button("Export", scale=1, elem_id="export-btn")
                         export_file = gr.File(label="Story file", scale=2, elem_id="export")
+                    with gr.Row():
+                        save_btn = gr.Button("Save", scale=1, elem_id="save-btn")
+                        new_btn = gr.Button("New story", scale=1, elem_id="new-btn")
+                        save_status = gr.Markdown(
+                            "Stories are saved to your Library after every step.",
+                            elem_id="save-status",
+                        )
                 with gr.Column(scale=2):
                     model = gr.Dropdown(
                         model_ids,
@@ -199,6 +234,13 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                     elem_id="chat-status",
                 )
 
+            if shelf is not None:
+                shelf.build_tab(
+                    WriteParts(
+                        tabs, story, prompt, title, story_id, mode, genre, model, save_status
+                    )
+                )
+
         settings = [preset, temperature, top_k, top_p, rep, length, seed]
         outputs = [story, counts, status, versions]
 
@@ -209,12 +251,13 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
             options: dict[str, Any],
             history: list[str],
             story_text: str,
+            request: gr.Request | None = None,
         ) -> Any:
             """Keep the current text for Undo, remember the request for Retry, then stream."""
             history = _push(history, story_text)
             previous = {"base": base, "prompt": prompt_text, "options": options, "model": model_id}
             yield gr.skip(), gr.skip(), gr.skip(), history, previous
-            async for update in run(base, prompt_text, model_id, options, history):
+            async for update in run(base, prompt_text, model_id, options, history, request):
                 yield (*update, gr.skip())
 
         async def on_write(
@@ -226,6 +269,7 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
             memory_text: str,
             note_text: str,
             history: list[str],
+            request: gr.Request,
             *knobs: Any,
         ) -> Any:
             if not prompt_text.strip():
@@ -237,7 +281,9 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                 "memory": memory_text,
                 "authors_note": note_text,
             }
-            async for update in start("", prompt_text, model_id, options, history, story_text):
+            async for update in start(
+                "", prompt_text, model_id, options, history, story_text, request
+            ):
                 yield update
 
         async def on_resume(
@@ -247,6 +293,7 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
             memory_text: str,
             note_text: str,
             history: list[str],
+            request: gr.Request,
             *knobs: Any,
         ) -> Any:
             if not story_text.strip():
@@ -261,17 +308,19 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
                 "authors_note": note_text,
             }
             async for update in start(
-                story_text, story_text, model_id, options, history, story_text
+                story_text, story_text, model_id, options, history, story_text, request
             ):
                 yield update
 
-        async def on_retry(story_text: str, history: list[str], previous: dict[str, Any]) -> Any:
+        async def on_retry(
+            story_text: str, history: list[str], previous: dict[str, Any], request: gr.Request
+        ) -> Any:
             if not previous:
                 raise gr.Error("nothing to retry yet: Write or Resume first")
             options = {k: v for k, v in previous["options"].items() if k != "seed"}
             history = _push(history, story_text)
             async for update in run(
-                previous["base"], previous["prompt"], previous["model"], options, history
+                previous["base"], previous["prompt"], previous["model"], options, history, request
             ):
                 yield update
 
@@ -312,7 +361,7 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
             on_retry, [story, versions, last], outputs, concurrency_limit=None
         )
         generating: Any = [write_event, resume_event, retry_event]  # Dependency objects
-        pause_btn.click(
+        pause_event = pause_btn.click(
             lambda text: "⏸ paused: edit the story, then Resume",
             [story],
             [status],
@@ -330,10 +379,14 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
         )
         export_btn.click(on_export, [story, export_format, prompt], [export_file])
 
-        async def on_send(text: str, chat: list[dict[str, Any]], model_id: str, tokens: int) -> Any:
+        async def on_send(
+            text: str, chat: list[dict[str, Any]], model_id: str, tokens: int, request: gr.Request
+        ) -> Any:
             if not text.strip():
                 raise gr.Error("type a message first")
             history = [{"role": m["role"], "content": _plain(m["content"])} for m in chat]
+            text, cleaned = admit(text, {"history": history}, request)
+            history = cleaned["history"]
             chat = [*chat, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
             yield chat, "", f"⏳ {model_id} is thinking …"
             reply = ""
@@ -363,7 +416,74 @@ def build_ui(registry: ModelRegistry) -> gr.Blocks:
         send_event = send_btn.click(on_send, *chat_io, concurrency_limit=None)
         message.submit(on_send, *chat_io, concurrency_limit=None)
         clear_btn.click(lambda: [], None, [chatbot], cancels=[send_event])
+
+        if shelf is not None:
+            _wire_saving(
+                shelf,
+                ui,
+                account_bar,
+                events=(write_event, resume_event, retry_event, pause_event),
+                inputs=[story_id, title, story, prompt, mode, genre, model],
+                outputs=[story_id, title, save_status],
+                buttons=(write_btn, save_btn, new_btn),
+                story=story,
+            )
     return ui
+
+
+def _wire_saving(
+    shelf: StudioLibrary,
+    ui: gr.Blocks,
+    account_bar: gr.Markdown,
+    *,
+    events: tuple[Any, ...],
+    inputs: list[Any],
+    outputs: list[Any],
+    buttons: tuple[gr.Button, gr.Button, gr.Button],
+    story: gr.Textbox,
+) -> None:
+    """Autosave after every generation step, on Pause and when the text loses focus after an
+    edit; Save saves now; Write and New story start a new library story."""
+    story_id, title = outputs[0], outputs[1]
+    write_btn, save_btn, new_btn = buttons
+
+    def saver(kind: str) -> Any:
+        async def save(
+            sid: Any,
+            name: str,
+            text: str,
+            idea: str,
+            mode: str,
+            genre: str,
+            model: str,
+            request: gr.Request,
+        ) -> Any:
+            return await shelf.save(sid, name, text, idea, mode, genre, model, kind, request)
+
+        return save
+
+    *generating, pause_event = events
+    for event in generating:
+        event.then(saver("generate"), inputs, outputs)
+    pause_event.then(saver("autosave"), inputs, outputs)
+    story.blur(saver("edit"), inputs, outputs)
+    save_btn.click(saver("save"), inputs, outputs)
+    write_btn.click(lambda: (None, ""), None, [story_id, title])
+    new_btn.click(
+        lambda: (None, "", "", "", "New story: write a prompt, or type its first lines."),
+        None,
+        [story_id, title, story, inputs[3], outputs[2]],
+    )
+
+    def who(request: gr.Request) -> str:
+        account = shelf.account(request)
+        if account.is_local:
+            return "local writer · [account & API tokens](/account)"
+        return (
+            f"signed in as **{esc(account.username)}** · [account, API tokens, log out](/account)"
+        )
+
+    ui.load(who, None, [account_bar])
 
 
 def _plain(content: Any) -> str:
