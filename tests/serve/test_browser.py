@@ -95,7 +95,7 @@ def test_write_streams_then_pause_edit_resume_undo(page):
     shot(page, "1-streaming")
     assert not status(page).startswith("✓"), "still writing when Pause is clicked"
     page.click("#pause-btn")
-    wait_for(lambda: "paused" in status(page), 30, "the paused status")
+    wait_for(lambda: "paused" in status(page), 90, "the paused status")
     paused = story(page)
     time.sleep(1.5)
     assert story(page) == paused, "nothing is written after Pause"
