@@ -52,7 +52,7 @@ class ModelConfig(_Section):
     )
     backend: Literal["auto", "transformers", "llama.cpp"] = Field(
         "auto",
-        description="Inference backend: llama.cpp (a GGUF export, several times faster on a "
+        description="Inference backend: llama.cpp (a GGUF export, about 2.5x faster on a "
         "CPU, made once and cached), transformers (any model), or auto: llama.cpp when it is "
         "installed and the model exports, else transformers (the reason is logged).",
     )

@@ -3,9 +3,9 @@
 One engine thread owns a llama.cpp context with a KV-cache sequence per slot. Each loop it
 puts into a single batch the next token of every story being written and the next chunk of
 every new context (prompt processing), runs one ``llama_decode``, and chooses each story's
-next token from its logits. On two cores a forward pass over 8 tokens costs little more than
-over one (the weights are read from memory once), so 8 streams write several times more
-tokens per second than one, and every story gets one token per loop: a fair share.
+next token from its logits. The weights are read from memory once per pass, so on two cores
+a pass over 8 tokens costs about 2.8x one over a single token (39 vs 14 ms measured): 8
+streams write more tokens per second than one, and every story gets one token per loop.
 
 A slot keeps the tokens its KV cache holds; a new context that starts with them (the header
 of a long story whose window slides, the next story of the same request) only processes what
