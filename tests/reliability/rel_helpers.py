@@ -74,3 +74,12 @@ def load_soak() -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def need(reason: str) -> None:
+    """Skip on a user's machine that lacks a component; fail in CI, where it must be there."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI must provide it)")
+    pytest.skip(reason)

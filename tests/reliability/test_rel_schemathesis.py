@@ -9,14 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from rel_helpers import serve_process, taleforge_env
+from rel_helpers import need, serve_process, taleforge_env
 
 
 def test_no_generated_request_gets_a_server_error(tiny_model_dir: Path, tmp_path: Path):
     binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     if binary is None:
-        pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+        need("schemathesis is not installed (pip install -e '.[dev]')")
     database = f"sqlite:///{tmp_path / 'taleforge.db'}"
     # Short stories: the fuzzer asks for up to --max-new-tokens tokens per request.
     with serve_process(tiny_model_dir, database, "--max-new-tokens", "32") as (_, url):
