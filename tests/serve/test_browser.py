@@ -6,8 +6,6 @@ runs the default story model, as `make run` starts it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,33 +19,14 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-def _chromium() -> str:
-    path = os.environ.get("TALEFORGE_CHROMIUM") or shutil.which("chromium")
-    if path:
-        return path
-    reason = "Chromium is not installed (apt install chromium, or set TALEFORGE_CHROMIUM)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: CI must run the browser tests")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
-def page(story_server: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    executable = _chromium()
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+def page(story_server: str, launch_chromium: Any) -> Iterator[Any]:
+    with launch_chromium() as browser:
         tab = browser.new_page(viewport={"width": 1280, "height": 1000})
         tab.set_default_timeout(60_000)
         tab.goto(story_server)
         tab.wait_for_selector("#story textarea")
         yield tab
-        browser.close()
 
 
 def story(page: Any) -> str:

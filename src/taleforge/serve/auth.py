@@ -174,6 +174,34 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
         request.session.update(uid=account.id, stamp=account.stamp)
         request.session["csrf"] = secrets.token_urlsafe(32)
 
+    def limited(request: Request, name: str) -> RateLimited | None:
+        """Counts a log-in-like attempt; the refusal when over the limit."""
+        try:
+            if ctx.limiter is not None:
+                ctx.limiter.hit("login", client_ip(request), name.strip().lower())
+        except RateLimited as exc:
+            log.warning("log-in rate limit for %r from %s", name[:64], client_ip(request))
+            return exc
+        return None
+
+    def with_retry(page: HTMLResponse, refused: RateLimited) -> HTMLResponse:
+        page.headers["Retry-After"] = str(refused.retry_after)
+        return page
+
+    async def account_view(
+        request: Request, account: Account, status: int = 200, **extra: Any
+    ) -> HTMLResponse:
+        tokens = await run_in_threadpool(accounts.tokens, account)
+        return _page(
+            "account.html",
+            request,
+            status,
+            account=account,
+            accounts_required=ctx.accounts_required,
+            tokens=tokens,
+            **extra,
+        )
+
     def refuse(request: Request) -> HTMLResponse:
         return _page(
             "message.html",
@@ -200,16 +228,13 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
     ) -> Response:
         if not csrf_ok(request, csrf_token):
             return refuse(request)
-        try:
-            if ctx.limiter is not None:
-                ctx.limiter.hit("login", client_ip(request), username.strip().lower())
-        except RateLimited as exc:
-            log.warning("log-in rate limit for %r from %s", username[:64], client_ip(request))
-            page = _page(
-                "login.html", request, 429, next=_safe_next(next), username=username, error=str(exc)
-            )
-            page.headers["Retry-After"] = str(exc.retry_after)
-            return page
+        refused = limited(request, username)
+        if refused is not None:
+            return with_retry(
+                _page("login.html", request, 429, next=_safe_next(next), username=username,
+                      error=str(refused)),
+                refused,
+            )  # fmt: skip
         account = await run_in_threadpool(accounts.authenticate, username, password)
         if account is None:
             log.info("failed log-in for %r from %s", username[:64], client_ip(request))
@@ -242,8 +267,10 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
             return refuse(request)
         if not ctx.accounts_required:
             return RedirectResponse("/", status_code=303)
-        if ctx.limiter is not None:
-            ctx.limiter.hit("login", client_ip(request), "signup")
+        refused = limited(request, "signup")
+        if refused is not None:
+            page = _page("signup.html", request, 429, username=username, error=str(refused))
+            return with_retry(page, refused)
         try:
             if password != password2:
                 raise AccountError("the two passwords differ: type the same password twice")
@@ -261,15 +288,10 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
         return RedirectResponse("/login" if ctx.accounts_required else "/", status_code=303)
 
     @router.get("/account")
-    async def account_page(request: Request, new_token: str | None = None) -> Response:
-        account = account_of(request)
-        tokens = await run_in_threadpool(accounts.tokens, account)
-        return _page(
-            "account.html",
+    async def account_page(request: Request) -> Response:
+        return await account_view(
             request,
-            account=account,
-            accounts_required=ctx.accounts_required,
-            tokens=tokens,
+            account_of(request),
             new_token=request.session.pop("new_token", None),
             message=request.session.pop("flash", None),
         )
@@ -285,8 +307,11 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
         if not csrf_ok(request, csrf_token):
             return refuse(request)
         account = account_of(request)
-        if ctx.limiter is not None:
-            ctx.limiter.hit("login", client_ip(request), account.username.lower())
+        refused = limited(request, account.username)
+        if refused is not None:
+            return with_retry(
+                await account_view(request, account, 429, error=str(refused)), refused
+            )
         try:
             if account.is_local:
                 raise AccountError("the local writer of anonymous mode has no password")
@@ -294,16 +319,7 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
                 raise AccountError("the two new passwords differ: type the same one twice")
             await run_in_threadpool(accounts.change_password, account, current, new)
         except AccountError as exc:
-            tokens = await run_in_threadpool(accounts.tokens, account)
-            return _page(
-                "account.html",
-                request,
-                400,
-                account=account,
-                accounts_required=ctx.accounts_required,
-                tokens=tokens,
-                error=str(exc),
-            )
+            return await account_view(request, account, 400, error=str(exc))
         fresh = await run_in_threadpool(accounts.get, account.id)
         if fresh is not None:
             log_in(request, fresh)  # this session stays; all others are logged out
