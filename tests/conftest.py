@@ -110,6 +110,21 @@ def _private_database(tmp_path_factory: pytest.TempPathFactory):
         os.environ["TALEFORGE_DATABASE_URL"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_settings_from_the_environment():
+    """A developer's own ``TALEFORGE_CONFIG`` or ``TALEFORGE_<SECTION>__<KEY>`` variables
+    would change every config the tests build: they are hidden for the session."""
+    from taleforge.config import ENV_PREFIX, ENV_PRESET, ENV_SEPARATOR
+
+    hidden = {
+        name: os.environ.pop(name)
+        for name in list(os.environ)
+        if name == ENV_PRESET or (name.startswith(ENV_PREFIX) and ENV_SEPARATOR in name)
+    }
+    yield
+    os.environ.update(hidden)
+
+
 def need(reason: str) -> None:
     """Skip on a user's machine that lacks a component; fail in CI, where it must be there."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

@@ -1,23 +1,28 @@
 """One typed configuration tree, read from TOML presets and dotted command-line overrides.
 
-A config is resolved in three layers, later ones winning::
+A config is resolved in four layers, later ones winning::
 
-    defaults (the field defaults below)  <  a TOML preset  <  dotted overrides
+    defaults (the field defaults below)  <  a TOML preset  <  environment  <  dotted overrides
 
 A preset is a TOML file with one table per section (``[model]``, ``[generate]``,
 ``[sampling]``); ``configs/`` holds the ones shipped with taleforge, and a preset may be named
 by its file stem (``--config creative``) or by path. Overrides use dotted keys
 (``sampling.temperature=0.9`` or ``--sampling.temperature 0.9`` on the command line).
+The environment sets any key as ``TALEFORGE_<SECTION>__<KEY>`` (``TALEFORGE_SERVE__PORT=8000``,
+``TALEFORGE_MODEL__SPEC=gpt2``) and the preset as ``TALEFORGE_CONFIG``, so a container is
+configured without flags; see :func:`env_overrides`.
 Every model is frozen and rejects unknown keys, so a typo is an error, never a silent default.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -50,11 +55,22 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(
         False, description="Allow hub models that ship their own Python code (only if trusted)."
     )
-    backend: Literal["auto", "transformers", "llama.cpp"] = Field(
+    backend: Literal["auto", "transformers", "llama.cpp", "remote"] = Field(
         "auto",
         description="Inference backend: llama.cpp (a GGUF export, about 2.5x faster on a "
-        "CPU, made once and cached), transformers (any model), or auto: llama.cpp when it is "
-        "installed and the model exports, else transformers (the reason is logged).",
+        "CPU, made once and cached), transformers (any model), auto: llama.cpp when it is "
+        "installed and the model exports, else transformers (the reason is logged), or remote: "
+        "an OpenAI-compatible server at remote_url (vLLM, TGI, another taleforge).",
+    )
+    remote_url: str | None = Field(
+        None,
+        description="Base URL of the OpenAI-compatible API the remote backend writes with, e.g. "
+        "http://gpu-box:8000/v1 (its API key comes from $TALEFORGE_REMOTE_API_KEY).",
+    )
+    remote_model: str | None = Field(
+        None,
+        description="Model name the remote server knows the model by (GET /v1/models lists "
+        "them); default: spec.",
     )
     quantization: Literal["q8_0", "q5_1", "q4_1", "f16", "f32"] = Field(
         "q8_0",
@@ -72,6 +88,25 @@ class ModelConfig(_Section):
     threads: int = Field(
         0, ge=0, le=256, description="CPU threads for llama.cpp; 0 = one per core."
     )
+
+    @field_validator("remote_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"remote_url '{value}' is not an http(s) URL: give the API's base URL, "
+                "e.g. http://gpu-box:8000/v1"
+            )
+        return value.strip().rstrip("/") if value else None
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> ModelConfig:
+        if self.backend == "remote" and not self.remote_url:
+            raise ValueError(
+                "backend 'remote' needs model.remote_url: the base URL of an OpenAI-compatible "
+                "API (--model.remote-url http://gpu-box:8000/v1)"
+            )
+        return self
 
 
 class GenerateConfig(_Section):
@@ -294,7 +329,22 @@ class TrainConfig(_Section):
     )
     seed: int = Field(42, ge=0, lt=2**32, description="Seed for initialization and data order.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="fp32 on CPU; bf16/fp16 on GPUs that support them."
+        "fp32",
+        description="fp32; bf16 mixed precision (Ampere or newer GPUs; also runs on CPUs); "
+        "fp16 mixed precision (CUDA GPUs only). Full fine-tunes keep fp32 weights.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them: "
+        "much less memory for one extra forward pass per step (works with LoRA).",
+    )
+    streaming: bool = Field(
+        False,
+        description="Read the training split as a stream from the prepared files instead of "
+        "by random access; needs max_steps (a stream has no length). Shuffles in a buffer.",
+    )
+    shuffle_buffer: int = Field(
+        10_000, ge=1, description="With streaming: rows held in memory to shuffle the stream."
     )
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
     tracking: bool = Field(True, description="Track the run in MLflow.")
@@ -312,6 +362,17 @@ class TrainConfig(_Section):
         description="Prompts written at every evaluation to show progress.",
     )
     sample_max_new_tokens: int = Field(60, ge=1, le=2048, description="Length of samples.")
+
+    @model_validator(mode="after")
+    def _streams_have_max_steps(self) -> TrainConfig:
+        if self.streaming and self.max_steps == 0:
+            raise ValueError(
+                "streaming needs max_steps: a stream has no length, so epochs cannot be "
+                "counted. Set --train.max-steps (one epoch is about training rows / "
+                "(batch_size x gradient_accumulation_steps x processes)), or drop "
+                "--train.streaming"
+            )
+        return self
 
     @model_validator(mode="after")
     def _checkpoints_follow_evaluations(self) -> TrainConfig:
@@ -577,29 +638,126 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+#: The variable that names a preset when ``--config`` is not given.
+ENV_PRESET = "TALEFORGE_CONFIG"
+#: ``TALEFORGE_<SECTION>__<KEY>``: only names with the double underscore are settings; the
+#: plain ``TALEFORGE_DATABASE_URL``, ``TALEFORGE_SECRET_KEY``, ... are read where they are used.
+ENV_PREFIX, ENV_SEPARATOR = "TALEFORGE_", "__"
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> list[tuple[str, Any, str]]:
+    """Dotted overrides from ``TALEFORGE_<SECTION>__<KEY>`` variables, as (key, value, name).
+
+    Values are strings, validated like the command line's (``TALEFORGE_SERVE__ACCOUNTS=true``,
+    ``TALEFORGE_SAMPLING__TOP_P=0.9``); a list setting takes a JSON array
+    (``TALEFORGE_SERVE__MODELS='["gpt2", "distilgpt2"]'``) or one item. An empty variable
+    counts as unset, as ``${VAR:-}`` in a compose file leaves it.
+
+    Args:
+        environ: The variables to read; default ``os.environ``.
+
+    Raises:
+        ConfigError: A variable names no setting (the message names it and the likely one).
+    """
+    environ = os.environ if environ is None else environ
+    found: list[tuple[str, Any, str]] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or ENV_SEPARATOR not in name:
+            continue
+        value = environ[name]
+        if value == "":
+            continue
+        section, _, key = name.removeprefix(ENV_PREFIX).lower().partition(ENV_SEPARATOR)
+        section_field = TaleforgeConfig.model_fields.get(section)
+        if section_field is None:
+            raise ConfigError(
+                _unknown_variable(name, section, list(TaleforgeConfig.model_fields), key=key)
+            )
+        model = section_field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        field = model.model_fields.get(key)
+        if field is None:
+            raise ConfigError(_unknown_variable(name, key, list(model.model_fields), section))
+        if get_origin(field.annotation) is tuple:
+            value = _env_list(name, value)
+        found.append((f"{section}.{key}", value, name))
+    return found
+
+
+def _unknown_variable(
+    name: str, part: str, known: list[str], section: str = "", key: str = ""
+) -> str:
+    close = difflib.get_close_matches(part, known, n=1)
+    prefix = f"{ENV_PREFIX}{section.upper()}{ENV_SEPARATOR}" if section else ENV_PREFIX
+    suffix = "" if section else f"{ENV_SEPARATOR}{key.upper()}"
+    hint = f" (did you mean {prefix}{close[0].upper()}{suffix}?)" if close else ""
+    what = f"[{section}] setting" if section else "section"
+    return (
+        f"environment variable {name}: no {what} '{part}'{hint}. Settings are "
+        f"{ENV_PREFIX}<SECTION>{ENV_SEPARATOR}<KEY> with a section of "
+        f"{', '.join(TaleforgeConfig.model_fields)}; unset the variable or correct its name"
+    )
+
+
+def _env_list(name: str, value: str) -> Any:
+    if not value.lstrip().startswith("["):
+        return [value]
+    try:
+        items = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"environment variable {name}: not a JSON array ({exc.msg}); write a list as "
+            '["first", "second"] or a single value without brackets'
+        ) from None
+    return items
+
+
 def load_config(
     preset: str | Path | None = None,
     overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
     flags: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> TaleforgeConfig:
-    """Build the config from defaults, an optional TOML preset and dotted overrides.
+    """Build the config from defaults, a TOML preset, the environment and dotted overrides.
 
     Args:
-        preset: A preset name from ``configs/`` or a path to a TOML file.
+        preset: A preset name from ``configs/`` or a path to a TOML file; default
+            ``$TALEFORGE_CONFIG`` when set.
         overrides: Dotted keys and values, e.g. ``{"sampling.temperature": 0.9}``.
         flags: Map from dotted key to the CLI flag that sets it, used in error messages.
+        environ: Where ``TALEFORGE_CONFIG`` and ``TALEFORGE_<SECTION>__<KEY>`` are read
+            (see :func:`env_overrides`); default ``os.environ``, ``{}`` to ignore it.
 
     Raises:
-        ConfigError: The preset cannot be read or a value is invalid; the message says which.
+        ConfigError: The preset cannot be read, a variable or a value is invalid; the
+            message says which.
     """
-    tree: dict[str, Any] = read_toml(find_preset(preset)) if preset is not None else {}
-    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    environ = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    if preset is not None:
+        tree = read_toml(find_preset(preset))
+    elif environ.get(ENV_PRESET):
+        try:
+            tree = read_toml(find_preset(environ[ENV_PRESET]))
+        except ConfigError as exc:
+            raise ConfigError(f"environment variable {ENV_PRESET}: {exc}") from None
+    hints = dict(flags or {})
+    for key, value, name in env_overrides(environ):
+        set_dotted(tree, key, value)
+        hints[key] = name
+    items = list(overrides.items() if isinstance(overrides, Mapping) else overrides)
     for key, value in items:
         set_dotted(tree, key, value)
+        # A value given on the command line is the one validated: name its flag.
+        normalized = key.replace("-", "_")
+        if flags and normalized in flags:
+            hints[normalized] = flags[normalized]
+        elif normalized in hints and hints[normalized].startswith(ENV_PREFIX):
+            del hints[normalized]
     try:
         return TaleforgeConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, flags)) from None
+        raise ConfigError(describe_validation_error(exc, hints)) from None
 
 
 def make_sampling(base: SamplingParams | None = None, **changes: Any) -> SamplingParams:
