@@ -21,3 +21,7 @@ class ModelNotFoundError(TaleforgeError, LookupError):
 
 class ModelLoadError(TaleforgeError, RuntimeError):
     """A model was found but could not be loaded (corrupt files, missing base model, ...)."""
+
+
+class DiskFullError(TaleforgeError, OSError):
+    """The disk filled up while writing; what was written before is intact."""

@@ -76,6 +76,27 @@ def load_soak() -> ModuleType:
     return module
 
 
+@contextmanager
+def small_disk(folder: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of ``size_bytes`` mounted on ``folder`` (needs root and mount: skipped on a
+    machine that does not allow it, failing in CI); grow it with :func:`grow_disk`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    size = f"size={max(4096, size_bytes)}"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(folder)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        need(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def grow_disk(folder: Path, size_bytes: int) -> None:
+    """Give a :func:`small_disk` more room (what a writer does after freeing space)."""
+    subprocess.run(["mount", "-o", f"remount,size={size_bytes}", str(folder)], check=True)
+
+
 def need(reason: str) -> None:
     """Skip on a user's machine that lacks a component; fail in CI, where it must be there."""
     import pytest

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rel_helpers import need, serve_process, sqlite_integrity, taleforge_env
+from rel_helpers import serve_process, sqlite_integrity, taleforge_env
+from rel_helpers import small_disk as mount_small_disk
 
 
 def test_sigkill_during_generation_and_saves_loses_no_acknowledged_story(
@@ -200,19 +201,9 @@ def test_a_missing_or_corrupt_model_stops_the_server_at_start_with_a_clear_error
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB tmpfs (needs root and mount: skipped on a machine that does not allow it,
-    failing in CI)."""
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        need(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    """A 4 MB tmpfs."""
+    with mount_small_disk(tmp_path / "small-disk", 4 * 2**20) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_full_disk_answers_saves_with_a_clear_error_and_keeps_what_was_saved(

@@ -1,4 +1,5 @@
-"""Training killed (SIGKILL) at 5 random moments resumes each time and finishes."""
+"""Training killed (SIGKILL) at 5 random moments resumes each time and finishes; a disk that
+fills up while a checkpoint is saved stops training with a clear error and loses nothing."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from rel_helpers import ROOT, taleforge_env
+from rel_helpers import ROOT, grow_disk, small_disk, taleforge_env
 
 from taleforge.config import DataConfig
 from taleforge.data import prepare
-from taleforge.train.checkpoints import COMPLETE_MARKER
+from taleforge.train.checkpoints import COMPLETE_MARKER, is_complete
 
 MAX_STEPS = 200  # far more than five kills can reach, however fast the machine
 
@@ -83,3 +84,50 @@ def test_training_killed_five_times_at_random_resumes_and_finishes(
     result = json.loads((run_dir / "run.json").read_text())["result"]
     assert result["global_step"] == MAX_STEPS
     assert (run_dir / "model" / "config.json").is_file()
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_full_disk_while_saving_a_checkpoint_stops_clearly_and_resumes(
+    tiny_model_dir: Path, prepared: Path, tmp_path: Path
+):
+    def command(run_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "taleforge", "train", "--model", str(tiny_model_dir),
+                "--train.data", str(prepared), "--train.output-dir", str(run_dir),
+                "--train.run-name", "on-a-small-disk", "--train.method", "full",
+                "--train.batch-size", "8", "--train.max-steps", "6", "--train.eval-steps", "2",
+                "--train.save-steps", "2", "--train.save-total-limit", "1",
+                "--no-train.tracking", "--train.early-stopping-patience", "0"]  # fmt: skip
+
+    # How much one checkpoint takes: the disk below holds one and a half.
+    reference = tmp_path / "reference" / "run"
+    done = subprocess.run(command(reference), env=taleforge_env(), capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = folder_bytes(reference / "checkpoints" / "checkpoint-6")
+    with small_disk(tmp_path / "disk", int(one * 1.5)) as disk:
+        run_dir = disk / "run"
+        full = subprocess.run(command(run_dir), env=taleforge_env(), capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert full.returncode == 2, full.stderr[-3000:]
+        errors = [line for line in full.stderr.splitlines() if "taleforge: error:" in line]
+        assert len(errors) == 1, full.stderr[-3000:]
+        error = errors[0][errors[0].index("taleforge: error:") :]
+        assert error.startswith("taleforge: error: the disk is full: checkpoint-4"), error
+        assert "resumes from checkpoint-2, which is intact" in error
+        assert "Traceback" not in full.stderr
+        saved = run_dir / "checkpoints"
+        assert is_complete(saved / "checkpoint-2")
+        assert not (saved / "checkpoint-4").exists(), "the half-written checkpoint is removed"
+
+        # Room again (as after freeing space): the same command picks up where it stopped.
+        grow_disk(disk, one * 8)
+        again = subprocess.run(command(run_dir), env=taleforge_env(), capture_output=True,
+                               text=True, timeout=300)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "resuming from" in again.stderr and "checkpoint-2" in again.stderr
+        result = json.loads((run_dir / "run.json").read_text())["result"]
+        assert result["global_step"] == 6
+        assert (run_dir / "model" / "config.json").is_file()

@@ -48,3 +48,14 @@ def make_config(tiny_model_dir, tiny_data, tmp_path):
         return tiny_config(tiny_model_dir, tiny_data, tmp_path / name, **train)
 
     return build
+
+
+@pytest.fixture(scope="module")
+def make_module_config(tiny_model_dir, tiny_data, tmp_path_factory):
+    """Like ``make_config``, for a run that several tests of one module compare against."""
+    folder = tmp_path_factory.mktemp("module-runs")
+
+    def build(name: str, **train) -> TaleforgeConfig:
+        return tiny_config(tiny_model_dir, tiny_data, folder / name, **train)
+
+    return build

@@ -120,8 +120,7 @@ def test_two_processes_under_torchrun(tiny_model_dir, tiny_data, tmp_path):
             "torch.distributed.run",
             "--nproc_per_node",
             "2",
-            "--master_port",
-            "29561",
+            "--standalone",  # rendezvous on a free port: no clash with other jobs on this machine
             *train_command(tiny_model_dir, tiny_data, double)[0:],
             *common,
         ],

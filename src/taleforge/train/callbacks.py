@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers import Trainer, TrainerCallback
 
+from taleforge.errors import DiskFullError
 from taleforge.models import LoadedModel, ModelMetadata, SourceKind
 from taleforge.tracking import NullTracker, perplexity
 from taleforge.train import checkpoints
@@ -21,14 +25,71 @@ class CrashSafeTrainer(Trainer):
     keep_checkpoints: int = 2
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
         run_dir = Path(self._get_output_dir(trial=trial))
         checkpoint = run_dir / f"checkpoint-{self.state.global_step}"
-        checkpoints.mark_complete(checkpoint)
+        try:
+            super()._save_checkpoint(model, trial)
+            if not self.args.should_save:
+                return
+            checkpoints.mark_complete(checkpoint)
+        except Exception as exc:
+            if not disk_full(exc, run_dir):
+                raise
+            # The half-written checkpoint would only take space and never be resumed from.
+            if self.args.should_save:
+                shutil.rmtree(checkpoint, ignore_errors=True)
+            last = checkpoints.latest_complete(run_dir)
+            free = shutil.disk_usage(run_dir).free if run_dir.exists() else 0
+            resume = (
+                f"run the same command again: it resumes from {last.name}, which is intact"
+                if last is not None
+                else "run the same command again (no checkpoint was saved yet)"
+            )
+            raise DiskFullError(
+                f"the disk is full: {checkpoint.name} could not be saved in {run_dir} "
+                f"({free / 1e6:.1f} MB free). Free some space (or set --train.output-dir on a "
+                f"larger disk, or lower --train.save-total-limit), then {resume}"
+            ) from None
         best = self.state.best_model_checkpoint
         checkpoints.rotate(run_dir, self.keep_checkpoints, Path(best) if best else None)
+
+
+def disk_full(exc: BaseException, where: Path) -> bool:
+    """Whether ``exc``, raised while writing under ``where``, means the disk is full.
+
+    Plain writes and safetensors say so (ENOSPC, EDQUOT); torch.save only reports an
+    "iostream error" or "file write failed", so a write error on a disk left with almost
+    no free space counts too.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError:
+        return False
+    return isinstance(exc, OSError | RuntimeError) and usage.free < max(2**20, usage.total // 100)
+
+
+class BeforeTraining(TrainerCallback):
+    """Runs ``action`` once, when training starts: by then the model is wrapped for DDP.
+
+    Evaluating earlier (``trainer.evaluate()`` before ``trainer.train()``) makes accelerate mark
+    the bare model as prepared, and training then skips the DDP wrapper: every process would
+    train its own copy and no gradients would be averaged.
+    """
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action: Callable[[], None] | None = action
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        action, self.action = self.action, None
+        if action is not None:
+            action()
 
 
 class TrackingCallback(TrainerCallback):

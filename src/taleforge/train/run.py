@@ -79,6 +79,7 @@ def config_hash(config: TaleforgeConfig) -> str:
     """What must match to resume: everything but tracking and sampling settings."""
     data = config.model_dump(mode="json", exclude={"sampling": True, "generate": True})
     for key in (
+        "gradient_checkpointing",  # same math; switch it on to resume a run that ran out of memory
         "tracking",
         "tracking_uri",
         "experiment",
@@ -170,16 +171,23 @@ def _fit(
     resume: bool,
     started: float,
 ) -> TrainResult:
-    from transformers import EarlyStoppingCallback, default_data_collator
+    from transformers import EarlyStoppingCallback, default_data_collator, set_seed
 
-    from taleforge.train.callbacks import CrashSafeTrainer, TrackingCallback
-    from taleforge.train.setup import prepare_model, training_arguments, write_model_dir
+    from taleforge.train.callbacks import BeforeTraining, CrashSafeTrainer, TrackingCallback
+    from taleforge.train.setup import (
+        prepare_model,
+        stream_training_rows,
+        training_arguments,
+        write_model_dir,
+    )
 
     train_cfg = config.train
     tokenizer = prepared.load_tokenizer()
     dataset = prepared.load_dataset()
     train_rows = dataset["train"]
-    if len(train_rows) == 0:
+    if train_cfg.streaming:
+        train_rows = stream_training_rows(prepared, train_cfg.seed, train_cfg.shuffle_buffer)
+    elif len(train_rows) == 0:
         raise ConfigError(
             f"{prepared.directory} has no training rows: the data is shorter than one block; "
             "lower --data.block-size or use --data.packing pad"
@@ -189,6 +197,9 @@ def _fit(
     if eval_rows is None:
         log.warning("no validation rows: early stopping and best-model restore are off")
 
+    # New token rows and LoRA weights start random: the same seed gives the same run, and
+    # every process of a distributed run starts from the same weights.
+    set_seed(train_cfg.seed)
     _, model, _ = prepare_model(config, tokenizer)
     template = prepared.manifest["template"]
     sample_metadata = ModelMetadata(
@@ -228,6 +239,23 @@ def _fit(
         train_cfg.sample_max_new_tokens,
     )
     callbacks: list[Any] = [tracking]
+    if test_rows is not None and "test_loss_before" not in state:
+
+        def measure_before() -> None:
+            log.info("measuring held-out loss before training ...")
+            before = trainer.evaluate(eval_dataset=test_rows, metric_key_prefix="before")
+            state["test_loss_before"] = before["before_loss"]
+            if main:
+                _write_state(run_dir, state)
+                tracker.log_metrics(
+                    {
+                        "test_loss_before": before["before_loss"],
+                        "test_perplexity_before": perplexity(before["before_loss"]),
+                    },
+                    step=0,
+                )
+
+        callbacks.append(BeforeTraining(measure_before))
     if args.load_best_model_at_end:
         callbacks.append(
             EarlyStoppingCallback(
@@ -245,19 +273,6 @@ def _fit(
     )
     trainer.keep_checkpoints = train_cfg.save_total_limit
 
-    if test_rows is not None and "test_loss_before" not in state:
-        log.info("measuring held-out loss before training ...")
-        before = trainer.evaluate(eval_dataset=test_rows, metric_key_prefix="before")
-        state["test_loss_before"] = before["before_loss"]
-        if main:
-            _write_state(run_dir, state)
-            tracker.log_metrics(
-                {
-                    "test_loss_before": before["before_loss"],
-                    "test_perplexity_before": perplexity(before["before_loss"]),
-                },
-                step=0,
-            )
     try:
         if resume_from is not None and _finished_checkpoint(resume_from):
             # Training had ended before the crash (saving the model did not): restore, don't

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,10 +20,24 @@ log = logging.getLogger(__name__)
 
 
 def training_arguments(train: TrainConfig, checkpoint_dir: Path, has_eval: bool) -> Any:
-    """The one place where taleforge's knobs become transformers' ``TrainingArguments``."""
+    """The one place where taleforge's knobs become transformers' ``TrainingArguments``.
+
+    Raises:
+        ConfigError: A precision this machine cannot train in (fp16 without a CUDA GPU).
+    """
     from transformers import TrainingArguments
 
     early = has_eval and train.early_stopping_patience > 0
+    no_accelerator = _cpu_only()
+    if train.precision == "fp16" and no_accelerator:
+        # accelerate accepts fp16 on a CPU and then trains in fp32 without a word: say so.
+        raise ConfigError(
+            "precision fp16 needs a CUDA GPU and none is visible: use --train.precision bf16 "
+            "(mixed precision on CPUs too) or fp32"
+        )
+    if no_accelerator and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        # The Trainer drops accelerate's FSDP setting on CPUs: say so rather than pretend.
+        log.warning("FSDP needs GPUs: on this machine the processes train as plain DDP")
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
         learning_rate=train.learning_rate,
@@ -48,14 +63,50 @@ def training_arguments(train: TrainConfig, checkpoint_dir: Path, has_eval: bool)
         data_seed=train.seed,
         bf16=train.precision == "bf16",
         fp16=train.precision == "fp16",
+        # Without it, processes started by torchrun/accelerate on a machine with no GPU each
+        # train alone (no DDP, no gradient sync), and bf16 is refused.
+        use_cpu=no_accelerator,
+        activation_checkpointing=train.gradient_checkpointing,
+        # Non-reentrant checkpointing lets gradients reach LoRA weights behind frozen inputs
+        # and keeps dropout's random state, so the result matches a run without it.
+        activation_checkpointing_kwargs={"use_reentrant": False}
+        if train.gradient_checkpointing
+        else None,
         max_grad_norm=train.max_grad_norm,
         report_to="none",  # MLflow is logged by taleforge's own callback
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
-        ddp_backend="gloo" if _distributed() and _cpu_only() else None,
+        ddp_backend="gloo" if _distributed() and no_accelerator else None,
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
+
+
+def stream_training_rows(prepared: PreparedData, seed: int, shuffle_buffer: int) -> Any:
+    """The prepared training split as a shuffled stream over its Arrow files.
+
+    Nothing is indexed or held beyond ``shuffle_buffer`` rows; the files are read in turn (in
+    a seeded order when there are several) and reshuffled every epoch (the Trainer sets the
+    epoch). Under DDP accelerate lets the first process read and sends every process its
+    slice of each batch, so the processes never see the same rows.
+
+    Raises:
+        ConfigError: The split has no rows.
+    """
+    import datasets
+
+    split_dir = prepared.directory / "dataset" / "train"
+    state = json.loads((split_dir / "state.json").read_text("utf-8"))
+    files = [str(split_dir / entry["filename"]) for entry in state["_data_files"]]
+    stream = datasets.load_dataset(
+        "arrow", data_files={"train": files}, split="train", streaming=True
+    )
+    if next(iter(stream), None) is None:
+        raise ConfigError(
+            f"{prepared.directory} has no training rows: the data is shorter than one block; "
+            "lower --data.block-size or use --data.packing pad"
+        )
+    return stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
 
 
 def _distributed() -> bool:
@@ -65,7 +116,7 @@ def _distributed() -> bool:
 def _cpu_only() -> bool:
     import torch
 
-    return not torch.cuda.is_available()
+    return not torch.accelerator.is_available()
 
 
 def prepare_model(config: TaleforgeConfig, tokenizer: Any) -> tuple[LoadedModel, Any, list[int]]:
@@ -76,7 +127,7 @@ def prepare_model(config: TaleforgeConfig, tokenizer: Any) -> tuple[LoadedModel,
     """
     base = load_model(
         config.model.spec,
-        dtype=_dtype(config.train.precision),
+        dtype=_dtype(config.train.precision, config.train.method),
         trust_remote_code=config.model.trust_remote_code,
     )
     if base.kind is SourceKind.ADAPTER:
@@ -112,8 +163,13 @@ def prepare_model(config: TaleforgeConfig, tokenizer: Any) -> tuple[LoadedModel,
     return base, model, new_ids
 
 
-def _dtype(precision: str) -> str:
-    return {"bf16": "bfloat16", "fp16": "float32", "fp32": "float32"}[precision]
+def _dtype(precision: str, method: str) -> str:
+    """Weights dtype: a LoRA base is frozen and may be bf16; trained weights stay fp32.
+
+    Mixed precision computes in bf16/fp16 under autocast; AdamW updates to bf16 weights would
+    round small steps away, so full fine-tunes keep fp32 master weights.
+    """
+    return "bfloat16" if precision == "bf16" and method == "lora" else "float32"
 
 
 def write_model_dir(
