@@ -99,11 +99,20 @@ def _backend_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         dest="model.backend",
-        choices=["auto", "transformers", "llama.cpp"],
+        choices=["auto", "transformers", "llama.cpp", "remote"],
         default=argparse.SUPPRESS,
         help="Inference backend: auto (llama.cpp when installed, else transformers; the "
-        "default), transformers, llama.cpp.",
+        "default), transformers, llama.cpp, remote (an OpenAI-compatible server at "
+        "--model.remote-url).",
     )
+    for name in ("remote_url", "remote_model"):
+        parser.add_argument(
+            _flag(f"model.{name}"),
+            dest=f"model.{name}",
+            metavar="VALUE",
+            default=argparse.SUPPRESS,
+            help=ModelConfig.model_fields[name].description,
+        )
     parser.add_argument(
         "--parallel",
         dest="model.parallel",
@@ -322,6 +331,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
         import transformers
 
         transformers.utils.logging.set_verbosity_error()
+        for name in ("httpx", "httpx2"):  # a line per HTTP request (the remote backend's)
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def cmd_generate(args: argparse.Namespace, flags: dict[str, str]) -> int:

@@ -202,7 +202,12 @@ class StoryGenerator:
         context_length: int | None = None,
         parallel: int | None = None,
     ) -> StoryGenerator:
-        """A generator for the ``[model]`` settings (spec, backend, dtype, export, parallel)."""
+        """A generator for the ``[model]`` settings (spec, backend, dtype, export, parallel;
+        with ``backend = "remote"`` a :class:`~taleforge.generate.remote.RemoteStoryGenerator`)."""
+        if model.backend == "remote":
+            from taleforge.generate.remote import RemoteStoryGenerator
+
+            return RemoteStoryGenerator.from_config(model, sampling=sampling)
         loaded, backend = open_model(
             model.spec,
             backend=model.backend,
@@ -217,7 +222,7 @@ class StoryGenerator:
 
     @property
     def backend_name(self) -> str:
-        """The backend that writes: ``transformers`` or ``llama.cpp``."""
+        """The backend that writes: ``transformers``, ``llama.cpp`` or ``remote``."""
         return self.backend.name
 
     def close(self) -> None:

@@ -120,6 +120,20 @@ class _OpenAIRequest(_Sampling):
     max_tokens: int | None = Field(None, ge=1)
     stop: CleanText | list[CleanText] | None = None
     n: int = Field(1, ge=1, le=1, description="One completion per request.")
+    # Beyond OpenAI's own fields: the sampling extras vLLM reads from the body, which
+    # taleforge's remote backend sends (so one taleforge server can write for another).
+    top_k: int | None = Field(None, ge=0, le=100_000, description="Extra (as vLLM).")
+    typical_p: float | None = Field(None, gt=0.0, le=1.0, description="Extra.")
+    min_p: float | None = Field(None, ge=0.0, lt=1.0, description="Extra (as vLLM).")
+    repetition_penalty: float | None = Field(None, ge=1.0, le=3.0, description="Extra (vLLM).")
+    no_repeat_ngram_size: int | None = Field(None, ge=0, le=16, description="Extra.")
+    min_tokens: int | None = Field(None, ge=0, le=16_384, description="Extra (as vLLM).")
+
+    def sampling(self, max_tokens: int | None, limit: int) -> dict[str, Any]:
+        options = super().sampling(max_tokens, limit)
+        if self.min_tokens is not None:
+            options["min_new_tokens"] = self.min_tokens
+        return options
 
     @field_validator("stop")
     @classmethod

@@ -249,14 +249,21 @@ def serve(config: TaleforgeConfig) -> None:
     """Run the server until interrupted; prints the URL it listens on.
 
     Raises:
-        ModelNotFoundError, ModelLoadError: The default model is missing or corrupt.
+        ModelNotFoundError, ModelLoadError: The default model is missing or corrupt, or the
+            remote server (``--backend remote``) cannot be reached.
+        ConfigError: The remote server refuses the API key or does not serve the model.
     """
+    from taleforge.generate.remote import check_server
     from taleforge.models.loading import load_tokenizer
 
     # Models load on first use; a default model that is missing or corrupt must stop the
     # server now with the reason, not fail every request later. Only the spec, the
     # config and the tokenizer are read here (no weights).
-    load_tokenizer(config.model.spec)
+    model = config.model
+    if model.backend == "remote" and model.remote_url:
+        check_server(model.remote_url, model.remote_model or model.spec)
+    else:
+        load_tokenizer(model.spec)
     server = build_server(config)
 
     def announce() -> None:

@@ -6,7 +6,8 @@ generating plus ``max_waiting`` queued): past it the answer is "busy", never an 
 queue. Of the admitted requests, the backend writes ``model.parallel`` at once on llama.cpp
 (batched, one token each per forward pass) and one at a time on transformers. A model
 evicted from memory while requests still use it finishes those first (they hold their own
-reference).
+reference). With ``model.backend = "remote"`` a "model" is a client of an OpenAI-compatible
+server, which does the batching; only the configured models are offered.
 """
 
 from __future__ import annotations
@@ -74,15 +75,19 @@ class ModelRegistry:
         """The default model first, then the embedded base, configured specs, trained runs."""
         serve = self.config.serve
         entries: dict[str, tuple[str, str]] = {self.default: ("default", "the default model")}
+        # A remote backend offers what was configured; local models would be asked of the
+        # remote server under names it does not know.
+        local = self.config.model.backend != "remote"
         for spec, kind, text in (
             (STORY_MODEL_SPEC, "default", "taleforge's story model (LoRA of smollm2-135m)"),
             (EMBEDDED_SPEC, "embedded", "SmolLM2-135M-Instruct, the embedded base model"),
         ):
-            entries.setdefault(spec, (kind, text))
+            if local:
+                entries.setdefault(spec, (kind, text))
         for spec in serve.models:
             entries.setdefault(spec, ("configured", "configured with --serve.models"))
         runs = Path(serve.runs_dir)
-        for entry in list_models(runs):
+        for entry in list_models(runs) if local else []:
             in_runs = entry.path is not None and Path(entry.path).is_relative_to(runs)
             if entry.kind in ("adapter", "local") and in_runs:
                 entries.setdefault(entry.spec, ("run", f"trained run ({entry.kind})"))
@@ -128,7 +133,10 @@ class ModelRegistry:
                 if self._loader is not None:
                     generator = StoryGenerator(self._loader(spec), sampling=SamplingParams())
                 else:
-                    model = self.config.model.model_copy(update={"spec": spec})
+                    update: dict[str, Any] = {"spec": spec}
+                    if spec != self.default:  # remote_model names the default model only
+                        update["remote_model"] = None
+                    model = self.config.model.model_copy(update=update)
                     generator = StoryGenerator.from_config(model, sampling=SamplingParams())
             with self._guard:
                 self._loaded[spec] = generator

@@ -3,7 +3,9 @@
 ``transformers`` runs any model taleforge loads (the reference). ``llama.cpp`` runs a GGUF
 export of it, about 2.5x faster on a 2-core CPU, and writes concurrent stories in one batch.
 ``auto`` picks llama.cpp when it is installed and the model's architecture can be exported
-(exporting it once, cached), else transformers, and logs why.
+(exporting it once, cached), else transformers, and logs why. ``remote`` is not a token-level
+backend: a server returns text, not logits, so it is a generator of its own
+(:class:`taleforge.generate.remote.RemoteStoryGenerator`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from taleforge.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("auto", "transformers", "llama.cpp")
+BACKENDS: tuple[str, ...] = ("auto", "transformers", "llama.cpp", "remote")
 
 __all__ = ["BACKENDS", "Backend", "DecodeStep", "available_backends", "open_backend", "open_model"]
 
@@ -31,6 +33,13 @@ def available_backends() -> dict[str, str | None]:
 def _check_name(backend: str) -> None:
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
+    if backend == "remote":
+        raise ConfigError(
+            "backend 'remote' writes through an OpenAI-compatible server and has no local "
+            "model: use StoryGenerator.from_config with model.remote_url set (or "
+            "RemoteStoryGenerator); what needs logits (perplexity, evaluation) needs "
+            "--backend transformers or llama.cpp"
+        )
 
 
 def open_model(
