@@ -48,10 +48,9 @@ def tiny_server(tiny_model_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def story_server() -> Iterator[str]:
-    """The app as `make run` starts it: the default story model (on the transformers backend:
-    with llama.cpp the studio's Pause sometimes waited over 90 s for its status in CI, not yet
-    understood; see the closing note)."""
-    with live_server({"model.backend": "transformers"}) as url:
+    """The app as `make run` starts it: the default story model on the default backend
+    (llama.cpp where it is installed, as in CI)."""
+    with live_server({}) as url:
         yield url
 
 
@@ -102,9 +101,10 @@ def need(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A private, empty ``redis-server`` on a free port (no persistence); its URL."""
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """``with redis_server() as url:`` a private, empty ``redis-server`` on a free port (no
+    persistence), for a fixture of any scope."""
     import shutil
     import socket
     import subprocess
@@ -135,6 +135,19 @@ def redis_url() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A private, empty ``redis-server`` on a free port (no persistence); its URL."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def start_redis():
+    """``with start_redis() as url:`` a private ``redis-server`` (for module fixtures)."""
+    return redis_server
 
 
 def chromium_path() -> str:
