@@ -58,7 +58,8 @@ def set_length(page: Any, tokens: int) -> None:
 def test_write_streams_then_pause_edit_resume_undo(page):
     page.fill("#prompt textarea", "A lighthouse keeper finds a door at the bottom of the sea")
     set_length(page, 600)
-    page.fill("input[aria-label='Seed (-1 = random)']", "4")  # a seed that writes on
+    page.fill("input[aria-label='Seed (-1 = random)']", "4")
+    page.check("#full-length input")  # 600 tokens: on llama.cpp about 10 s to pause in
     page.click("#write-btn")
 
     lengths: list[int] = []
@@ -74,7 +75,7 @@ def test_write_streams_then_pause_edit_resume_undo(page):
     shot(page, "1-streaming")
     assert not status(page).startswith("✓"), "still writing when Pause is clicked"
     page.click("#pause-btn")
-    wait_for(lambda: "paused" in status(page), 90, "the paused status")
+    wait_for(lambda: "paused" in status(page), 30, "the paused status")
     paused = story(page)
     time.sleep(1.5)
     assert story(page) == paused, "nothing is written after Pause"
@@ -84,6 +85,7 @@ def test_write_streams_then_pause_edit_resume_undo(page):
     edited = paused.rstrip() + " Then the keeper whispered the name of the drowned bell."
     page.fill("#story textarea", edited)
     set_length(page, 60)
+    page.uncheck("#full-length input")
     page.fill("input[aria-label='Seed (-1 = random)']", "-1")
     page.click("#resume-btn")
     wait_for(lambda: status(page).startswith("✓"), 180, "the continuation to finish")

@@ -43,7 +43,7 @@ class WriteParts:
     story: gr.Textbox
     prompt: gr.Textbox
     title: gr.Textbox
-    story_id: gr.State
+    story_id: gr.Number
     mode: gr.Dropdown
     genre: gr.Dropdown
     model: gr.Dropdown

@@ -8,9 +8,11 @@ long the story grows. The Chat tab talks with the model's chat template.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,61 @@ def _push(versions: list[str], text: str) -> list[str]:
     return versions
 
 
+@dataclass
+class _Run:
+    """One generation a studio handler is streaming."""
+
+    task: asyncio.Task[Any] | None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    paused: bool = False
+    stream: Any = None
+
+
+class StudioRuns:
+    """The generation each writer's studio is streaming, so Pause can stop it and wait.
+
+    Gradio's ``cancels=`` and a fast stream race: the handler could send one more update
+    after Pause's status and overwrite it (seen with llama.cpp and cache replays, which
+    stream hundreds of tokens a second). Pause therefore stops the stream here and answers
+    only once the handler has sent its last update.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+
+    def start(self, session: str) -> _Run:
+        run = _Run(asyncio.current_task())
+        self._runs[session] = run
+        return run
+
+    def end(self, session: str, run: _Run) -> None:
+        run.ended.set()
+        if self._runs.get(session) is run:
+            del self._runs[session]
+
+    async def pause(self, session: str, within: float = 10.0) -> None:
+        """Stop the session's generation; return once its handler sends nothing more."""
+        run = self._runs.get(session)
+        if run is None:
+            return
+        run.paused = True
+        if run.stream is not None:
+            run.stream.cancel()
+        ended = asyncio.ensure_future(run.ended.wait())
+        # the handler's task ending (Gradio cancelled it) also means no more updates
+        waiting: set[asyncio.Future[Any]] = {ended}
+        if run.task is not None and not run.task.done():
+            waiting.add(run.task)
+        try:
+            await asyncio.wait(waiting, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+
+
+def _session(request: gr.Request | None) -> str:
+    return str(getattr(request, "session_hash", None) or "")
+
+
 def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Blocks:
     """The Blocks app; every handler goes through ``registry`` (admission, lazy loading)."""
     limits = registry.config.serve
@@ -68,6 +125,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
         rep: float,
         length: int,
         seed: Any,
+        full_length: bool = False,
     ) -> dict[str, Any]:
         options: dict[str, Any] = {
             "temperature": float(temperature),
@@ -80,6 +138,8 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
             options.update(PRESETS[preset])
         if seed not in (None, "", -1) and int(seed) >= 0:
             options["seed"] = int(seed)
+        if full_length:  # the model may not end the story before the step's length
+            options["min_new_tokens"] = options["max_new_tokens"]
         return options
 
     def admit(
@@ -94,6 +154,8 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
             raise gr.Error(str(exc)) from None
         return prompt, options
 
+    runs = StudioRuns()
+
     async def run(
         base: str,
         prompt: str,
@@ -105,29 +167,39 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
         """Stream one generation; yields (story, counts, status, versions)."""
         prompt, options = admit(prompt, options, request)
         base = clean_text(base)
-        started = time.perf_counter()
-        yield base, _counts(base), f"⏳ writing with {model} …", versions
-        written = ""
+        session = _session(request)
+        current = runs.start(session)
         try:
-            async with generation(registry, model, prompt, **options) as (spec, stream):
-                async for chunk in chunks(stream):
-                    written += chunk.text
-                    text = base + written if base else written.lstrip()
-                    yield text, _counts(text), f"✍️ writing with {spec} …", versions
-                stories = stream.stories
-        except TaleforgeError as exc:
-            raise gr.Error(str(exc)) from None
-        if not stories:
-            return
-        story = stories[0]
-        final = story.text  # for continue: the given text and the new, joined cleanly
-        tokenizer = registry.tokenizer(spec)
-        seconds = time.perf_counter() - started
-        status = (
-            f"✓ {story.generated_tokens} tokens in {seconds:.1f} s · seed {story.seed} · "
-            f"{story.finish_reason} · {spec}"
-        )
-        yield final, _counts(final, tokenizer), status, versions
+            started = time.perf_counter()
+            yield base, _counts(base), f"⏳ writing with {model} …", versions
+            written = ""
+            try:
+                async with generation(registry, model, prompt, **options) as (spec, stream):
+                    current.stream = stream
+                    if current.paused:
+                        stream.cancel()
+                    async for chunk in chunks(stream):
+                        if current.paused:
+                            return  # Pause answers once this handler has stopped
+                        written += chunk.text
+                        text = base + written if base else written.lstrip()
+                        yield text, _counts(text), f"✍️ writing with {spec} …", versions
+                    stories = stream.stories
+            except TaleforgeError as exc:
+                raise gr.Error(str(exc)) from None
+            if not stories or current.paused:
+                return
+            story = stories[0]
+            final = story.text  # for continue: the given text and the new, joined cleanly
+            tokenizer = registry.tokenizer(spec)
+            seconds = time.perf_counter() - started
+            status = (
+                f"✓ {story.generated_tokens} tokens in {seconds:.1f} s · seed {story.seed} · "
+                f"{story.finish_reason} · {spec}"
+            )
+            yield final, _counts(final, tokenizer), status, versions
+        finally:
+            runs.end(session, current)
 
     shelf = StudioLibrary(ctx) if ctx is not None else None
     with gr.Blocks(title="taleforge — co-writing studio") as ui:
@@ -136,7 +208,10 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
             account_bar = gr.Markdown("", elem_id="account-bar")
         versions = gr.State([])
         last = gr.State({})  # what Retry repeats: {"base", "prompt", "options"}
-        story_id = gr.State(None)  # the library story the Write tab is editing
+        # The library story the Write tab is editing. Kept in the page (not a server-side
+        # State) so New story can clear it in the browser at once; the library checks that
+        # the id belongs to the writer.
+        story_id = gr.Number(None, precision=0, visible=False, elem_id="story-id")
         with gr.Tabs() as tabs:
             with gr.Tab("Write", id="write"), gr.Row():
                 with gr.Column(scale=3):
@@ -202,14 +277,19 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                     top_p = gr.Slider(0.05, 1.0, 0.95, step=0.01, label="Top-p")
                     rep = gr.Slider(1.0, 2.0, 1.1, step=0.01, label="Repetition penalty")
                     length = gr.Slider(
-                        16,
-                        limits.max_new_tokens,
+                        min(16, limits.max_new_tokens),
+                        max(limits.max_new_tokens, 2),
                         min(200, limits.max_new_tokens),
                         step=8,
                         label="Tokens per step",
                         elem_id="length",
                     )
                     seed = gr.Number(-1, label="Seed (-1 = random)", precision=0)
+                    full_length = gr.Checkbox(
+                        False,
+                        label="Write the whole length (no early ending)",
+                        elem_id="full-length",
+                    )
                     memory = gr.Textbox(
                         label="Memory (always in context)", lines=3, elem_id="memory"
                     )
@@ -241,7 +321,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                     )
                 )
 
-        settings = [preset, temperature, top_k, top_p, rep, length, seed]
+        settings = [preset, temperature, top_k, top_p, rep, length, seed, full_length]
         outputs = [story, counts, status, versions]
 
         async def start(
@@ -298,10 +378,11 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
         ) -> Any:
             if not story_text.strip():
                 raise gr.Error("there is no story to continue: write one first, or type its start")
+            chosen = sampling(*knobs)
             options = {
-                **sampling(*knobs),
+                **chosen,
                 # Resume always adds something, even where the model would end the story.
-                "min_new_tokens": min(16, int(knobs[5])),
+                "min_new_tokens": max(chosen.get("min_new_tokens", 0), min(16, int(knobs[5]))),
                 "mode": "continue",
                 "genre": genre_name,
                 "memory": memory_text,
@@ -361,12 +442,12 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
             on_retry, [story, versions, last], outputs, concurrency_limit=None
         )
         generating: Any = [write_event, resume_event, retry_event]  # Dependency objects
-        pause_event = pause_btn.click(
-            lambda text: "⏸ paused: edit the story, then Resume",
-            [story],
-            [status],
-            cancels=generating,
-        )
+
+        async def on_pause(request: gr.Request) -> str:
+            await runs.pause(_session(request))
+            return "⏸ paused: edit the story, then Resume"
+
+        pause_event = pause_btn.click(on_pause, None, [status], cancels=generating)
         # One generation at a time per writer: starting another stops the one running.
         write_btn.click(None, cancels=[resume_event, retry_event])
         resume_btn.click(None, cancels=[write_event, retry_event])
@@ -469,10 +550,13 @@ def _wire_saving(
     story.blur(saver("edit"), inputs, outputs)
     save_btn.click(saver("save"), inputs, outputs)
     write_btn.click(lambda: (None, ""), None, [story_id, title])
+    # Cleared in the browser at once: a prompt typed (or a Save clicked) right after the click
+    # is never undone by a late answer from the server.
     new_btn.click(
-        lambda: (None, "", "", "", "New story: write a prompt, or type its first lines."),
+        None,
         None,
         [story_id, title, story, inputs[3], outputs[2]],
+        js="() => [null, '', '', '', 'New story: write a prompt, or type its first lines.']",
     )
 
     def who(request: gr.Request) -> str:
