@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from needs import need
+
 TRAINING_TEXT = [
     "The dragon slept beneath the castle while the wizard read his spells by candlelight.",
     "A robot on the space station counted the stars and sent a message to the planet below.",
@@ -123,13 +125,6 @@ def _no_settings_from_the_environment():
     }
     yield
     os.environ.update(hidden)
-
-
-def need(reason: str) -> None:
-    """Skip on a user's machine that lacks a component; fail in CI, where it must be there."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
-    pytest.skip(reason)
 
 
 def fresh_postgres_url() -> str:

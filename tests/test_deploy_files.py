@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import os
 import re
 import shlex
 import shutil
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from needs import need
 from taleforge.config import ENV_PREFIX, ENV_SEPARATOR, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,13 +28,6 @@ SCHEMA = ROOT / "tests" / "compose-spec" / "compose-spec.json"  # source: SOURCE
 APP_PORT = 7860
 #: Services that run until stopped (all of them: compose.yaml has no one-off jobs).
 LONG_RUNNING = {"app", "nginx", "postgres", "redis", "mlflow", "vllm"}
-
-
-def need(reason: str) -> None:
-    """Skip on a user's machine that lacks a component; fail in CI, where it must be there."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

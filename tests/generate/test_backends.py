@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from needs import need_llama_cpp
 from taleforge import ConfigError, StoryGenerator
 from taleforge.config import SamplingParams
 from taleforge.errors import ModelLoadError
@@ -20,18 +21,6 @@ from taleforge.generate.postprocess import finish_text
 
 PROMPT = "The dragon slept beneath the castle"
 BACKENDS = ["transformers", "llama.cpp"]
-
-
-def need_llama_cpp() -> None:
-    """Skip without llama-cpp-python on a user's machine; fail in CI, which installs it."""
-    from taleforge.generate.backends.llama import llama_cpp_missing
-
-    reason = llama_cpp_missing()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: CI must test the llama.cpp backend (make setup builds it)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from needs import need_llama_cpp
 from taleforge import StoryGenerator
 from taleforge.models import load_model
 from taleforge.models.export import ExportError, export_gguf, find_export, read_gguf_info
@@ -20,18 +21,6 @@ TEXT = (
     "The dragon slept beneath the castle while the wizard read his spells by candlelight. "
     "A robot on the space station counted the stars and sent a message to the planet below."
 )
-
-
-def need_llama_cpp() -> None:
-    """Skip without llama-cpp-python on a user's machine; fail in CI, which installs it."""
-    from taleforge.generate.backends.llama import llama_cpp_missing
-
-    reason = llama_cpp_missing()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: CI must test the llama.cpp backend (make setup builds it)")
-    pytest.skip(reason)
 
 
 @pytest.fixture

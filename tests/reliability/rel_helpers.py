@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+from needs import need
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -95,12 +97,3 @@ def small_disk(folder: Path, size_bytes: int) -> Iterator[Path]:
 def grow_disk(folder: Path, size_bytes: int) -> None:
     """Give a :func:`small_disk` more room (what a writer does after freeing space)."""
     subprocess.run(["mount", "-o", f"remount,size={size_bytes}", str(folder)], check=True)
-
-
-def need(reason: str) -> None:
-    """Skip on a user's machine that lacks a component; fail in CI, where it must be there."""
-    import pytest
-
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI must provide it)")
-    pytest.skip(reason)

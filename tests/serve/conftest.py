@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from needs import need
 from taleforge.config import load_config
 from taleforge.serve.app import build_server, server_url
 
@@ -94,13 +95,6 @@ def metric():
     return read_metric
 
 
-def need(reason: str) -> None:
-    """As ``need`` of tests/conftest.py (not importable from here): skip, but fail in CI."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
-    pytest.skip(reason)
-
-
 @contextmanager
 def redis_server() -> Iterator[str]:
     """``with redis_server() as url:`` a private, empty ``redis-server`` on a free port (no
@@ -152,16 +146,12 @@ def start_redis():
 
 def chromium_path() -> str:
     """Debian's Chromium (or $TALEFORGE_CHROMIUM); skip without it, but fail in CI."""
-    import os
     import shutil
 
     path = os.environ.get("TALEFORGE_CHROMIUM") or shutil.which("chromium")
     if path:
         return path
-    reason = "Chromium is not installed (apt install chromium, or set TALEFORGE_CHROMIUM)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: CI must run the browser tests")
-    pytest.skip(reason)
+    need("Chromium is not installed (apt install chromium, or set TALEFORGE_CHROMIUM)")
 
 
 @contextmanager

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
 import httpx
 import pytest
 
+from needs import need_llama_cpp
+
 
 @pytest.fixture(scope="module")
 def llama_server(tiny_model_dir, start_server):
-    from taleforge.generate.backends.llama import llama_cpp_missing
-
-    reason = llama_cpp_missing()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}: CI must test the llama.cpp backend (make setup builds it)")
-        pytest.skip(reason)
+    need_llama_cpp()
     overrides = {
         "model.spec": str(tiny_model_dir),
         "model.backend": "llama.cpp",
