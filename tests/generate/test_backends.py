@@ -293,3 +293,43 @@ def test_the_backend_flag_of_generate(tiny_model_dir):
     assert json.loads(done.stdout)["stories"][0]["backend"] == "transformers"
     bad = run("--backend", "vllm")
     assert bad.returncode == 2 and "invalid choice: 'vllm'" in bad.stderr
+
+
+def test_places_go_to_waiters_first_come_first_served():
+    import threading
+    import time
+
+    from taleforge.generate.backends.base import Places
+
+    places = Places(1)
+    held = places.take()
+    served: list[int] = []
+    given_up = threading.Event()
+
+    def writer(n: int, cancel: threading.Event | None = None) -> None:
+        place = places.take(cancel)
+        if place is None:
+            return
+        served.append(n)
+        time.sleep(0.01)
+        places.give(place)
+
+    threads = []
+    for n in range(6):
+        cancel = given_up if n == 2 else None  # writer 2 leaves the line before its turn
+        threads.append(threading.Thread(target=writer, args=(n, cancel)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while places.waiting < n + 1:  # in line before the next one comes
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    given_up.set()
+    deadline = time.monotonic() + 10
+    while places.waiting > 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert held is not None
+    places.give(held)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert served == [0, 1, 3, 4, 5]

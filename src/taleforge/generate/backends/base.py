@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,3 +81,45 @@ def wait_for(lock: threading.Semaphore | threading.Lock, cancel: threading.Event
         if cancel.is_set():
             return False
     return True
+
+
+class Places:
+    """``count`` places to decode in, handed out first come, first served.
+
+    A waiter that polls a lock or a queue with a timeout loses its turn every time it wakes
+    (the soak saw a p95 wait of 57 s where a round of all writers took 16 s); here each waiter
+    holds a ticket, and a freed place goes to the oldest ticket. A waiter may give up
+    (``cancel``) without taking a place.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._ready = threading.Condition()
+        self._free = list(range(count))
+        self._line: deque[object] = deque()
+
+    def take(self, cancel: threading.Event | None = None) -> int | None:
+        """Wait for a place; its number, or None when ``cancel`` was set first."""
+        ticket = object()
+        with self._ready:
+            self._line.append(ticket)
+            try:
+                while not (self._free and self._line[0] is ticket):
+                    if cancel is not None and cancel.is_set():
+                        return None
+                    self._ready.wait(timeout=0.1)
+                return self._free.pop()
+            finally:
+                self._line.remove(ticket)
+                self._ready.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """Waiters in line."""
+        with self._ready:
+            return len(self._line)
+
+    def give(self, place: int) -> None:
+        """Hand a place back (to the oldest waiter)."""
+        with self._ready:
+            self._free.append(place)
+            self._ready.notify_all()

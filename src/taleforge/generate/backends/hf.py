@@ -8,7 +8,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from taleforge.generate import decoding
-from taleforge.generate.backends.base import Backend, DecodeStep, OnToken, ShouldStop, wait_for
+from taleforge.generate.backends.base import (
+    Backend,
+    DecodeStep,
+    OnToken,
+    Places,
+    ShouldStop,
+    wait_for,
+)
 from taleforge.models import LoadedModel
 
 
@@ -30,16 +37,25 @@ class TransformersBackend(Backend):
         if eos is None:
             eos = model.tokenizer.eos_token_id
         self.eos_token_ids = frozenset(eos if isinstance(eos, list) else [eos]) - {None}
+        self._places = Places(1)
 
     @contextmanager
     def reserve(self, cancel: threading.Event) -> Iterator[Any]:
-        if not wait_for(self.model.lock, cancel):
+        # first come, first served among this backend's stories; then the model's own lock
+        place = self._places.take(cancel)
+        if place is None:
             yield None
             return
         try:
-            yield self.model.lock
+            if not wait_for(self.model.lock, cancel):
+                yield None
+                return
+            try:
+                yield self.model.lock
+            finally:
+                self.model.lock.release()
         finally:
-            self.model.lock.release()
+            self._places.give(place)
 
     def new_rng(self, seed: int) -> Any:
         import torch

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from taleforge.errors import ConfigError
-from taleforge.generate.backends.base import Backend, DecodeStep, OnToken, ShouldStop
+from taleforge.generate.backends.base import Backend, DecodeStep, OnToken, Places, ShouldStop
 from taleforge.generate.backends.llama_engine import LlamaEngine, Sequence
 from taleforge.generate.sampling import TokenChooser
 from taleforge.models.export import KEY_CONTEXT, KEY_EOS, read_gguf_info
@@ -85,24 +85,18 @@ class LlamaCppBackend(Backend):
             context_per_slot=self.context_length,
             threads=threads or os.cpu_count() or 1,
         )
-        self._free: queue.Queue[int] = queue.Queue()
-        for slot in range(parallel):
-            self._free.put(slot)
+        self._places = Places(parallel)
 
     @contextmanager
     def reserve(self, cancel: threading.Event) -> Iterator[Any]:
-        while True:
-            try:
-                slot = self._free.get(timeout=0.1)
-                break
-            except queue.Empty:
-                if cancel.is_set():
-                    yield None
-                    return
+        slot = self._places.take(cancel)  # first come, first served
+        if slot is None:
+            yield None
+            return
         try:
             yield slot
         finally:
-            self._free.put(slot)
+            self._places.give(slot)
 
     def new_rng(self, seed: int) -> Any:
         import torch
@@ -149,12 +143,12 @@ class LlamaCppBackend(Backend):
 
     def token_logprobs(self, tokens: list[int]) -> list[float]:
         """Log-probabilities of ``tokens[1:]`` (for perplexity); waits for a free model."""
-        slots = [self._free.get() for _ in range(self.parallel)]
+        slots = [self._places.take() for _ in range(self.parallel)]
         try:
             return self.engine.token_logprobs(tokens)
         finally:
             for slot in slots:
-                self._free.put(slot)
+                self._places.give(slot)  # type: ignore[arg-type]  # never None without cancel
 
     def close(self) -> None:
         self.engine.close()
