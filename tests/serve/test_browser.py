@@ -100,9 +100,12 @@ def test_write_streams_then_pause_edit_resume_undo(page):
 
 def test_retry_replaces_the_last_part(page):
     set_length(page, 40)
+    # the whole 40 tokens each time, so Retry has a story to replace and Undo one to restore
+    page.check("#full-length input")
     page.click("#write-btn")
     wait_for(lambda: status(page).startswith("✓"), 180, "a short story")
     first, first_status = story(page), status(page)
+    assert first.strip(), first_status
     page.click("#retry-btn")
     # finished: a new status line (another seed), not the first story's
     wait_for(

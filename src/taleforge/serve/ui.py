@@ -142,6 +142,12 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
             options["min_new_tokens"] = options["max_new_tokens"]
         return options
 
+    def at_least_a_line(options: dict[str, Any]) -> dict[str, Any]:
+        """Write and Resume always add something (up to 16 tokens), even where the model
+        would end the story at once (the story model sometimes does: an empty story)."""
+        floor = min(16, options["max_new_tokens"])
+        return {**options, "min_new_tokens": max(options.get("min_new_tokens", 0), floor)}
+
     def admit(
         prompt: str, options: dict[str, Any], request: gr.Request | None
     ) -> tuple[str, dict[str, Any]]:
@@ -355,7 +361,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
             if not prompt_text.strip():
                 raise gr.Error("write a prompt first: an idea, a writing prompt or a first line")
             options = {
-                **sampling(*knobs),
+                **at_least_a_line(sampling(*knobs)),
                 "mode": mode_name,
                 "genre": genre_name,
                 "memory": memory_text,
@@ -378,11 +384,8 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
         ) -> Any:
             if not story_text.strip():
                 raise gr.Error("there is no story to continue: write one first, or type its start")
-            chosen = sampling(*knobs)
             options = {
-                **chosen,
-                # Resume always adds something, even where the model would end the story.
-                "min_new_tokens": max(chosen.get("min_new_tokens", 0), min(16, int(knobs[5]))),
+                **at_least_a_line(sampling(*knobs)),
                 "mode": "continue",
                 "genre": genre_name,
                 "memory": memory_text,
