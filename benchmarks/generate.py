@@ -256,8 +256,6 @@ def main() -> int:
     parser.add_argument("--worker", choices=list(CANDIDATES), help=argparse.SUPPRESS)
     parser.add_argument("--ct2-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # As `taleforge` sets it (see taleforge.cli.main), for every candidate alike.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from taleforge.models import cache_root
 
     safe = "".join(c if c.isalnum() else "-" for c in args.model)[-40:]

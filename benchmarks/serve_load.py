@@ -203,7 +203,7 @@ def main() -> int:
             "python": platform.python_version(),
             "cores": os.cpu_count(),
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE (taleforge's default)"),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
         "backends": results,
     }

@@ -563,11 +563,6 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taleforge`` console script."""
-    # llama.cpp's OpenMP threads spin while they wait for each other; when any other thread
-    # (the server's, another process's) takes a core, every layer stalls (measured: 60 ->
-    # 6 tokens/s on a busy 2-core machine; 35 with passive waiting). Read by OpenMP when it
-    # loads, so set before anything imports it; an explicit setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser, flags = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
