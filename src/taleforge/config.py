@@ -57,7 +57,7 @@ class ModelConfig(_Section):
     )
     backend: Literal["auto", "transformers", "llama.cpp", "remote"] = Field(
         "auto",
-        description="Inference backend: llama.cpp (a GGUF export, about 2.5x faster on a "
+        description="Inference backend: llama.cpp (a GGUF export, about 5x faster on a "
         "CPU, made once and cached), transformers (any model), auto: llama.cpp when it is "
         "installed and the model exports, else transformers (the reason is logged), or remote: "
         "an OpenAI-compatible server at remote_url (vLLM, TGI, another taleforge).",

@@ -1,7 +1,7 @@
 """Inference backends behind :class:`~taleforge.generate.StoryGenerator`, and choosing one.
 
 ``transformers`` runs any model taleforge loads (the reference). ``llama.cpp`` runs a GGUF
-export of it, about 2.5x faster on a 2-core CPU, and writes concurrent stories in one batch.
+export of it, about 5x faster on a 2-core CPU, and writes concurrent stories in one batch.
 ``auto`` picks llama.cpp when it is installed and the model's architecture can be exported
 (exporting it once, cached), else transformers, and logs why. ``remote`` is not a token-level
 backend: a server returns text, not logits, so it is a generator of its own

@@ -1,7 +1,7 @@
 """The optimized CPU backend: llama.cpp (through llama-cpp-python) on a GGUF export.
 
 Chosen by measurement (``benchmarks/generate.py``, ``docs/backends.md``): on two cores it
-writes about 2.5x the tokens per second of transformers in float32, and batches
+writes about 5x the tokens per second of transformers in float32, and batches
 concurrent stories. llama.cpp computes the logits; the token is chosen by
 :mod:`taleforge.generate.sampling`, with transformers' own processors, so every sampling
 control means what it means on the transformers backend.
