@@ -48,6 +48,15 @@ def tiny_server(tiny_model_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def tiny_studio(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server of the test module's own on the tiny model, with an empty library."""
+    database = tmp_path_factory.mktemp("studio-db") / "taleforge.db"
+    overrides = {"model.spec": str(tiny_model_dir), "serve.database_url": f"sqlite:///{database}"}
+    with live_server(overrides) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def story_server() -> Iterator[str]:
     """The app as `make run` starts it: the default story model on the default backend
     (llama.cpp where it is installed, as in CI)."""

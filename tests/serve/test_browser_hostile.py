@@ -80,15 +80,7 @@ def outcome(page: Any, selector: str, before: str, done: Any, within: float = 60
     raise AssertionError(f"no answer in {selector} after {within} s (still {before!r})")
 
 
-@pytest.fixture(scope="module")
-def studio(tiny_model_dir, start_server, tmp_path_factory) -> Any:
-    database = tmp_path_factory.mktemp("hostile-ui-db") / "taleforge.db"
-    overrides = {"model.spec": str(tiny_model_dir), "serve.database_url": f"sqlite:///{database}"}
-    with start_server(overrides) as url:
-        yield url
-
-
-def test_the_hostile_corpus_in_the_studio_is_saved_or_refused_clearly(studio, launch_chromium):
+def test_the_hostile_corpus_in_the_studio_is_saved_or_refused_clearly(tiny_studio, launch_chromium):
     limit = 20_000  # serve.max_prompt_chars (default); a story may be five times longer
     saved: list[str] = []
     written = 0  # each Write also autosaves a new library story
@@ -96,7 +88,7 @@ def test_the_hostile_corpus_in_the_studio_is_saved_or_refused_clearly(studio, la
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.set_default_timeout(60_000)
         dialogs = watch(page)
-        page.goto(studio)
+        page.goto(tiny_studio)
         page.wait_for_selector("#story textarea")
 
         for name, raw in CORPUS:
@@ -154,6 +146,6 @@ def test_the_hostile_corpus_in_the_studio_is_saved_or_refused_clearly(studio, la
         page.close()
 
     # every story the studio answered "saved" (or wrote) is in the library
-    stories = httpx.get(f"{studio}/api/stories", params={"limit": 500}, timeout=60).json()
+    stories = httpx.get(f"{tiny_studio}/api/stories", params={"limit": 500}, timeout=60).json()
     assert len(saved) > 80 and len(stories["stories"]) == len(saved) + written
-    assert httpx.get(f"{studio}/health").json()["status"] == "ok"
+    assert httpx.get(f"{tiny_studio}/health").json()["status"] == "ok"

@@ -57,22 +57,14 @@ def open_library(page: Any) -> None:
     page.click("#library-search-btn")
 
 
-@pytest.fixture(scope="module")
-def studio(tiny_model_dir, start_server, tmp_path_factory) -> Any:
-    database = tmp_path_factory.mktemp("xss-db") / "taleforge.db"
-    overrides = {"model.spec": str(tiny_model_dir), "serve.database_url": f"sqlite:///{database}"}
-    with start_server(overrides) as url:
-        yield url
-
-
-def test_script_in_titles_stories_prompts_and_chat_never_runs(studio, launch_chromium):
-    saved = httpx.post(f"{studio}/api/stories", json={"title": TITLE, "text": TEXT})
+def test_script_in_titles_stories_prompts_and_chat_never_runs(tiny_studio, launch_chromium):
+    saved = httpx.post(f"{tiny_studio}/api/stories", json={"title": TITLE, "text": TEXT})
     assert saved.status_code == 201
     with launch_chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.set_default_timeout(60_000)
         dialogs = watch(page)
-        page.goto(studio)
+        page.goto(tiny_studio)
         page.wait_for_selector("#prompt textarea")
 
         # a prompt full of markup, continued by the model: the story box and the autosave
