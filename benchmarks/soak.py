@@ -57,6 +57,8 @@ PROMPTS = (
 
 def build_tiny_model(directory: Path) -> Path:
     """The tiny random GPT-2 of the test suite (tests/conftest.py), written to ``directory``."""
+    if str(ROOT / "tests") not in sys.path:  # where conftest's own helpers are (as in pytest)
+        sys.path.insert(0, str(ROOT / "tests"))
     spec = importlib.util.spec_from_file_location("_tf_tests_conftest", ROOT / "tests/conftest.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
