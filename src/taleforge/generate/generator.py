@@ -55,6 +55,26 @@ class StoryRequest:
     history: tuple[ChatMessage, ...] = ()
 
 
+def story_texts(
+    raw: str, request: StoryRequest, plan: PromptPlan, finish: FinishReason
+) -> tuple[str, str, FinishReason]:
+    """The story and its new part from what the model wrote (``raw``), on every backend.
+
+    Stop sequences cut it (the finish reason becomes "stop"); a story cut by its length is
+    trimmed to its last sentence when asked; in continue mode the story is the given opening
+    plus what the model wrote after it. Returns (story, new text, finish reason).
+    """
+    trim = request.params.trim_to_sentence and finish == "length"
+    new_text, stopped = finish_text(raw, stops=request.params.stop, trim=trim)
+    if stopped:
+        finish = "stop"
+    full_text = new_text
+    if plan.opening:
+        full_raw = plan.opening + cut_at_stop(raw, request.params.stop)[0]
+        full_text = finish_text(full_raw, stops=(), trim=trim)[0]
+    return full_text, new_text, finish
+
+
 class StoryStream:
     """An iterator of :class:`StreamChunk` produced by a background generation thread.
 
@@ -454,15 +474,7 @@ class StoryGenerator:
         shifts: int,
     ) -> Story:
         raw = self.model.tokenizer.decode(generated, skip_special_tokens=True)
-        trim = request.params.trim_to_sentence and finish == "length"
-        new_text, stopped = finish_text(raw, stops=request.params.stop, trim=trim)
-        if stopped:
-            finish = "stop"
-        full_text = new_text
-        if plan.opening:
-            # The story is the given opening plus what the model wrote after it.
-            full_raw = plan.opening + cut_at_stop(raw, request.params.stop)[0]
-            full_text = finish_text(full_raw, stops=(), trim=trim)[0]
+        full_text, new_text, finish = story_texts(raw, request, plan, finish)
         elapsed = time.perf_counter() - started
         return Story(
             text=full_text,

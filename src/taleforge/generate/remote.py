@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 from taleforge.config import ModelConfig, SamplingParams
 from taleforge.errors import ConfigError, ModelLoadError, TaleforgeError
 from taleforge.generate import decoding
-from taleforge.generate.generator import StoryGenerator, StoryRequest
-from taleforge.generate.postprocess import cut_at_stop, find_stop, finish_text, stream_safe_length
+from taleforge.generate.generator import StoryGenerator, StoryRequest, story_texts
+from taleforge.generate.postprocess import find_stop, stream_safe_length
 from taleforge.generate.prompts import SYSTEM_PROMPT, ChatMessage, PromptPlan
 from taleforge.generate.result import FinishReason, Story, StreamChunk
 from taleforge.genres import GenreChoice
@@ -382,14 +382,7 @@ class RemoteStoryGenerator(StoryGenerator):
         pieces: int,
         timing: tuple[float, float | None],
     ) -> Story:
-        trim = request.params.trim_to_sentence and finish == "length"
-        new_text, stopped = finish_text(raw, stops=request.params.stop, trim=trim)
-        if stopped:
-            finish = "stop"
-        full_text = new_text
-        if plan.opening:
-            full_raw = plan.opening + cut_at_stop(raw, request.params.stop)[0]
-            full_text = finish_text(full_raw, stops=(), trim=trim)[0]
+        full_text, new_text, finish = story_texts(raw, request, plan, finish)
         prompt_text = plan.header + plan.opening
         if usage is not None:
             prompt_tokens, generated = usage.prompt_tokens, usage.completion_tokens
