@@ -3,51 +3,14 @@ SQLite and on PostgreSQL: the real ``taleforge serve`` process, killed and start
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-
-@contextmanager
-def serve_process(model_dir: Path, database_url: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """``taleforge serve`` on a free port; yields (process, base URL)."""
-    command = [
-        sys.executable, "-m", "taleforge", "serve",
-        "--model", str(model_dir), "--port", "0", "--database-url", database_url,
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 120
-    url, seen = None, []
-    while url is None:
-        line = process.stdout.readline()
-        seen.append(line)
-        match = re.search(r"running on (http://\S+)", line)
-        if match:
-            url = match.group(1)
-        elif process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("the server did not start:\n" + "".join(seen))
-    try:
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
+from reliability.rel_helpers import serve_process  # the real server, on a free port
 
 
 def test_a_story_saved_just_before_sigkill_is_there_after_restart(
