@@ -3,15 +3,20 @@
 Formats: CSV/TSV, plain text (one story per line, blank-line or ``<|endoftext|>``
 separated), JSONL/JSON, WritingPrompts ``*.wp_source``/``*.wp_target`` pairs, a folder of
 ``.txt``/``.md`` stories, and Hugging Face datasets (a saved directory or ``hf:NAME``).
-Every error names the file and the line or row, and says what to change.
+A file may be gzip-compressed (``stories.jsonl.gz``, ``.csv.gz``, ``.txt.gz``): it is read
+through gzip, as a stream. Every error names the file and the line or row, and says what to
+change.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import gzip
+import io
 import json
 import re
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,10 @@ TEXT_COLUMNS = (
 PROMPT_COLUMNS = ("prompt", "writing_prompt", "wp", "source", "instruction", "premise", "input")
 GENRE_COLUMNS = ("genre", "genres", "tag", "tags", "category", "label")
 TITLE_COLUMNS = ("title", "name", "headline")
+#: What a text is (story, poem, dialogue, fable): sets the form it is trained as.
+KIND_COLUMNS = ("kind", "form", "type")
+#: Which work a record belongs to; consecutive records of one work are its parts in order.
+GROUP_COLUMNS = ("group", "work", "story_id", "source")
 WP_SUFFIXES = (".wp_source", ".wp_target")
 
 
@@ -70,7 +79,7 @@ def detect_format(spec: str) -> str:
         if any(path.glob("*.wp_source")):
             return "writingprompts"
         return "folder"
-    suffix = path.suffix.lower()
+    suffix = (path.with_suffix("") if compressed(path) else path).suffix.lower()
     by_suffix = {
         ".csv": "csv",
         ".tsv": "tsv",
@@ -87,11 +96,35 @@ def detect_format(spec: str) -> str:
     if suffix in by_suffix:
         return by_suffix[suffix]
     try:
-        with path.open("rb") as handle:  # only the start: the file may be gigabytes
+        with open_bytes(path) as handle:  # only the start: the file may be gigabytes
             head = handle.read(1024).lstrip()
+    except GZIP_ERRORS:
+        raise _gzip_error(path) from None
     except OSError as exc:
         raise _os_error(path, exc) from None
     return "jsonl" if head.startswith(b"{") else "txt"
+
+
+def compressed(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+def open_bytes(path: Path) -> io.BufferedIOBase:
+    """The file's bytes, decompressed when its name ends in ``.gz``."""
+    if compressed(path):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+#: What a damaged or truncated .gz file raises while it is read.
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def _gzip_error(path: Path) -> DataError:
+    return DataError(
+        f"{path}: not a complete gzip file (damaged or cut short); compress it again with "
+        "gzip, or give the uncompressed file"
+    )
 
 
 def _os_error(path: Path, exc: OSError) -> DataError:
@@ -157,8 +190,10 @@ def detect_encoding(path: Path, declared: str | None) -> str:
         DataError: The file cannot be read, looks binary, or the declared encoding is unknown.
     """
     try:
-        with path.open("rb") as handle:
+        with open_bytes(path) as handle:
             sample = handle.read(SAMPLE_BYTES)
+    except GZIP_ERRORS:
+        raise _gzip_error(path) from None
     except OSError as exc:
         raise _os_error(path, exc) from None
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -222,10 +257,10 @@ def iter_lines(path: Path, encoding: str, errors: str, max_chars: int) -> Iterat
     """
     wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     try:
-        handle = (
-            path.open("r", encoding=encoding, errors=errors, newline="")
+        handle: Any = (
+            io.TextIOWrapper(open_bytes(path), encoding=encoding, errors=errors, newline="")
             if wide
-            else path.open("rb")
+            else open_bytes(path)
         )
     except OSError as exc:
         raise _os_error(path, exc) from None
@@ -241,6 +276,8 @@ def iter_lines(path: Path, encoding: str, errors: str, max_chars: int) -> Iterat
                 line = raw if isinstance(raw, str) else decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as exc:
                 raise _decode_error(path, number, encoding, exc) from None
+            except GZIP_ERRORS:
+                raise _gzip_error(path) from None
             except OSError as exc:
                 raise _os_error(path, exc) from None
             if not raw:
@@ -290,17 +327,25 @@ class Columns:
     prompt: str | None
     genre: str | None
     title: str | None
+    kind: str | None = None
+    group: str | None = None
 
     @classmethod
     def choose(cls, columns: list[str], config: DataConfig, path: Path) -> Columns:
         text = _pick(columns, config.text_column, TEXT_COLUMNS, "text", path, True)
         assert text is not None
         others = [c for c in columns if c != text]
+        prompt = _pick(others, config.prompt_column, PROMPT_COLUMNS, "prompt", path, False)
+        genre = _pick(others, config.genre_column, GENRE_COLUMNS, "genre", path, False)
+        title = _pick(others, config.title_column, TITLE_COLUMNS, "title", path, False)
+        rest = [c for c in others if c not in (prompt, genre, title)]
         return cls(
             text=text,
-            prompt=_pick(others, config.prompt_column, PROMPT_COLUMNS, "prompt", path, False),
-            genre=_pick(others, config.genre_column, GENRE_COLUMNS, "genre", path, False),
-            title=_pick(others, config.title_column, TITLE_COLUMNS, "title", path, False),
+            prompt=prompt,
+            genre=genre,
+            title=title,
+            kind=_pick(rest, None, KIND_COLUMNS, "kind", path, False),
+            group=_pick(rest, None, GROUP_COLUMNS, "group", path, False),
         )
 
     def record(self, row: Mapping[str, Any], source: str) -> Record | None:
@@ -321,6 +366,7 @@ class Columns:
         if text is None:
             return Record(text="", source=source)
         genre = cell(self.genre)
+        kind = cell(self.kind)
         return Record(
             text=text,
             prompt=cell(self.prompt),
@@ -328,7 +374,32 @@ class Columns:
             title=cell(self.title),
             source=source,
             genre_source="column" if genre else "none",
+            kind=kind.lower() if kind else None,
+            group=cell(self.group),
         )
+
+
+def number_parts(records: list[Record], max_parts: int) -> list[Record]:
+    """Number the parts of works cut into consecutive records of one group.
+
+    A run of consecutive records with the same group is one work in order: its first record
+    is part 0 and only its last one ``ends``. A run longer than ``max_parts`` is a collection
+    (a file of many short pieces sharing a source), not one work: each record stands alone.
+    """
+    numbered: list[Record] = []
+    start = 0
+    while start < len(records):
+        group = records[start].group
+        stop = start + 1
+        while group is not None and stop < len(records) and records[stop].group == group:
+            stop += 1
+        run = records[start:stop]
+        if len(run) == 1 or len(run) > max_parts:
+            numbered += [r.with_(part=0, ends=True) for r in run]
+        else:
+            numbered += [r.with_(part=i, ends=i == len(run) - 1) for i, r in enumerate(run)]
+        start = stop
+    return numbered
 
 
 # -- readers --------------------------------------------------------------------------------
@@ -611,9 +682,15 @@ def read_dataset(config: DataConfig) -> ReadResult:
         DataError: The dataset cannot be read; the message names the file and the fix.
     """
     try:
-        return _read_dataset(config)
+        read = _read_dataset(config)
     except OSError as exc:  # permissions, sockets, names too long, I/O errors …
         raise _os_error(Path(exc.filename or config.input), exc) from None
+    return ReadResult(
+        number_parts(read.records, config.max_parts_per_work),
+        read.format,
+        read.files,
+        read.encoding,
+    )
 
 
 def _read_dataset(config: DataConfig) -> ReadResult:

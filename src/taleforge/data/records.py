@@ -23,6 +23,14 @@ class Record:
     source: str = ""
     #: How the genre was set: column, tag, classifier, or none.
     genre_source: str = "none"
+    #: What it is: story, poem, dialogue or fable (None: not said; treated as a story).
+    kind: str | None = None
+    #: The work it belongs to: consecutive records of one group are one work's parts.
+    group: str | None = None
+    #: Its place among its work's parts (0 = the opening, or a whole work).
+    part: int = 0
+    #: Whether the work ends with this record (False: a later part continues it).
+    ends: bool = True
 
     def with_(self, **changes: object) -> Record:
         return replace(self, **changes)  # type: ignore[arg-type]

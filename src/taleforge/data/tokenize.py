@@ -32,9 +32,13 @@ def split_of(text: str, config: DataConfig) -> str:
 
 
 def assign_splits(records: Sequence[Record], config: DataConfig) -> dict[str, list[Record]]:
+    """Each record's split; the later parts of a work follow its opening part."""
     splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
+    split = "train"
     for record in records:
-        splits[split_of(record.text, config)].append(record)
+        if record.part == 0:
+            split = split_of(record.text, config)
+        splits[split].append(record)
     return splits
 
 
@@ -56,10 +60,14 @@ def empty_dataset(features: Any) -> Any:
 
 
 def _tokenize_batch(
-    batch: dict[str, list[str]], tokenizer: Any, eos: str, mask_prefix: bool
+    batch: dict[str, list[Any]], tokenizer: Any, eos: str, mask_prefix: bool
 ) -> dict[str, list[list[int]]]:
     prefixes = tokenizer(batch["prefix"], add_special_tokens=False)["input_ids"]
-    stories = tokenizer([s + eos for s in batch["story"]], add_special_tokens=False)["input_ids"]
+    # A part that a later part continues does not end: no end-of-text after it.
+    stories = tokenizer(
+        [s + (eos if ends else "") for s, ends in zip(batch["story"], batch["ends"], strict=True)],
+        add_special_tokens=False,
+    )["input_ids"]
     ids, labels = [], []
     for prefix, story in zip(prefixes, stories, strict=True):
         ids.append(prefix + story)
@@ -96,9 +104,10 @@ def _pad_batch(
 
 
 def tokenize_splits(
-    texts: dict[str, list[tuple[str, str]]], tokenizer: Any, config: DataConfig
+    texts: dict[str, list[Any]], tokenizer: Any, config: DataConfig
 ) -> tuple[Any, dict[str, Any]]:
-    """Tokenize ``{split: [(prefix, story), ...]}`` into a ``DatasetDict`` of model inputs.
+    """Tokenize ``{split: [(prefix, story[, ends]), ...]}`` into a ``DatasetDict`` of model
+    inputs (``ends`` defaults to True: the end-of-text token follows the story).
 
     Returns:
         The dataset and per-split statistics (texts, tokens, rows, tokens per text).
@@ -131,14 +140,18 @@ def tokenize_splits(
             }
             continue
         raw = datasets.Dataset.from_dict(
-            {"prefix": [p for p, _ in pairs], "story": [s for _, s in pairs]}
+            {
+                "prefix": [pair[0] for pair in pairs],
+                "story": [pair[1] for pair in pairs],
+                "ends": [bool(pair[2]) if len(pair) > 2 else True for pair in pairs],
+            }
         )
         procs = config.num_proc if len(pairs) >= MIN_RECORDS_PER_PROCESS * 2 else None
         tokenized = raw.map(
             _tokenize_batch,
             batched=True,
             num_proc=procs,
-            remove_columns=["prefix", "story"],
+            remove_columns=["prefix", "story", "ends"],
             fn_kwargs={
                 "tokenizer": tokenizer,
                 "eos": eos,
