@@ -252,6 +252,21 @@ class DataConfig(_Section):
     near_dup_threshold: float = Field(
         0.8, gt=0.0, le=1.0, description="Jaccard similarity above which texts are duplicates."
     )
+    max_parts_per_work: int = Field(
+        100,
+        ge=1,
+        description="Consecutive records with the same group (source) column are the parts "
+        "of one work, kept in one split; a longer run is a collection of separate pieces.",
+    )
+    train_max_parts: int = Field(
+        0, ge=0, description="Train on at most the first N parts of each work (0 = all)."
+    )
+    train_truncate_words: int = Field(
+        0,
+        ge=0,
+        description="Cut training texts longer than this many words after a paragraph (the "
+        "rest is not trained on; 0 = off). Validation and test keep whole texts.",
+    )
     genre_from: Literal["auto", "column", "tag", "classifier", "none"] = Field(
         "auto",
         description="Where genres come from; auto = column, else a leading [TAG], else the "
@@ -260,10 +275,39 @@ class DataConfig(_Section):
     extra_genres: tuple[str, ...] = Field(
         (), description="Genres accepted beyond the built-in set (e.g. western)."
     )
-    template: Literal["plain", "genre_tagged", "writing_prompt"] = Field(
+    no_genre_labels: tuple[str, ...] = Field(
+        (),
+        description="Genre-column labels that mean 'none of the genres' (e.g. literary, "
+        "drama): such records get no genre, and teach the classifier what 'none' looks like.",
+    )
+    genre_classifier: Literal["sample", "dataset"] = Field(
+        "sample",
+        description="Classifier for records without a genre: trained on the sample dataset, "
+        "or on this dataset's own labelled records plus the sample dataset and "
+        "keyword-seeded records (better for a large dataset in another style).",
+    )
+    genre_seed_genres: tuple[str, ...] = Field(
+        (),
+        description="With the dataset classifier: genres that unlabelled stories dense in "
+        "that genre's keywords teach it (for a genre no labelled record has).",
+    )
+    genre_min_confidence: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="With the dataset classifier: below this probability a record gets no genre.",
+    )
+    genre_check: str | None = Field(
+        None,
+        description='A JSONL file of hand-checked genres ({"line": N, "genre": ...} per '
+        "record of a JSONL input; genre 'none' for none of them): their agreement with the "
+        "genres given is reported in the data card.",
+    )
+    template: Literal["plain", "genre_tagged", "writing_prompt", "chat"] = Field(
         "writing_prompt",
-        description="plain story; [GENRE] story; or [GENRE] [WP] prompt [RESPONSE] story "
-        "(records without a prompt fall back to genre_tagged).",
+        description="plain story; [GENRE] story; [GENRE] [WP] prompt [RESPONSE] story "
+        "(records without a prompt fall back to genre_tagged); or chat: the model's chat "
+        "template with the request the studio makes (form, genre, length, premise).",
     )
     genre_tags: bool = Field(True, description="Put the [GENRE] tag in front of each text.")
     add_special_tokens: bool = Field(
@@ -347,6 +391,12 @@ class TrainConfig(_Section):
         10_000, ge=1, description="With streaming: rows held in memory to shuffle the stream."
     )
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    eval_rows: int = Field(
+        0,
+        ge=0,
+        description="Validation and test rows scored during training (the first N; 0 = "
+        "all): a large corpus's splits would take longer to score than to train on.",
+    )
     tracking: bool = Field(True, description="Track the run in MLflow.")
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default sqlite:///runs/mlflow.db."
@@ -481,10 +531,15 @@ class EvalConfig(_Section):
         (), description="Models to compare side by side (specs); default: model.spec."
     )
     data: str | None = Field(
-        None, description="A prepared dataset directory; default: prepare [data] (cached)."
+        None,
+        description="A prepared dataset directory, or a file of stories (JSONL, CSV, text; "
+        ".gz too) scored as given: every record, no cleaning, no split; [data] column and "
+        "format settings apply. Default: prepare [data] (cached).",
     )
     split: Literal["test", "validation", "train"] = Field(
-        "test", description="Split whose stories are scored and whose prompts are written for."
+        "test",
+        description="Split of a prepared dataset whose stories are scored and whose prompts "
+        "are written for (a file is scored whole).",
     )
     prompts: str = Field(
         "dataset",
@@ -492,15 +547,28 @@ class EvalConfig(_Section):
         description="'dataset' (the split's prompts) or a text file with one prompt per line.",
     )
     max_prompts: int = Field(0, ge=0, description="Use at most this many prompts; 0 = all.")
+    max_texts: int = Field(
+        0,
+        ge=0,
+        description="Score the perplexity of at most this many texts, evenly spread over the "
+        "split or file; 0 = all.",
+    )
     metrics: tuple[
         Literal[
-            "perplexity", "diversity", "repetition", "references", "relevance", "genre", "length"
+            "perplexity",
+            "diversity",
+            "repetition",
+            "references",
+            "relevance",
+            "genre",
+            "length",
+            "cliche",
         ],
         ...,
     ] = Field(
         (),
         description="Metric groups to compute: perplexity, diversity, repetition, references "
-        "(BLEU/chrF), relevance, genre, length; default: all that apply.",
+        "(BLEU/chrF), relevance, genre, length, cliche; default: all that apply.",
     )
     context: Literal["model", "dataset", "none"] = Field(
         "model",
@@ -516,6 +584,12 @@ class EvalConfig(_Section):
         128, ge=8, description="Prompt ranking scores this many first tokens of each story."
     )
     batch_tokens: int = Field(2048, ge=64, description="Most tokens per scoring forward pass.")
+    cliche_threshold: float = Field(
+        1.5,
+        ge=0.0,
+        description="Cliché score: smallest log-odds ratio of a phrase in the stories over the "
+        "human texts (1.5: about 4.5 times the odds).",
+    )
     sweep: tuple[str, ...] = Field(
         (),
         description="Decoding sweep items such as temperature=0.7,0.9,1.1; every combination "

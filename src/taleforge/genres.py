@@ -68,6 +68,9 @@ GENRE_ALIASES: dict[str, str] = {
     "crime": "mystery",
     "detective": "mystery",
     "love": "romance",
+    "fairy tale": "fantasy",
+    "fairy-tale": "fantasy",
+    "fairytale": "fantasy",
 }
 
 _TAG_RE = re.compile(r"^\s*\[([A-Za-z][A-Za-z -]*)\]\s*")

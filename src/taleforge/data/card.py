@@ -51,6 +51,22 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+#: A file beside a dataset that says where its texts come from and under which licences.
+SOURCES_FILE = "SOURCES.md"
+
+
+def sources_section(dataset: str) -> str:
+    """The dataset's SOURCES.md (sources, commits, licences), when one sits beside it."""
+    path = Path(dataset)
+    sources = (path if path.is_dir() else path.parent) / SOURCES_FILE
+    if dataset.startswith("hf:") or not sources.is_file():
+        return ""
+    text = sources.read_text(encoding="utf-8").strip()
+    # its own headings one level down, under ours
+    text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+    return f"## Sources and licences\n\nFrom `{sources}`:\n\n{text}"
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     source = card["source"]
     parts = [
@@ -84,11 +100,31 @@ def render_markdown(card: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in sorted(card["genres"]["sources"].items())),
     ]
     classifier = card["genres"].get("classifier")
-    if classifier:
+    if classifier and classifier["cv_accuracy"] == classifier["cv_accuracy"]:  # not NaN
         parts.append(
             f"\nThe classifier (TF-IDF + logistic regression, trained on {classifier['trained_on']}"
             f" labelled sample pieces) has a cross-validated accuracy of "
             f"{classifier['cv_accuracy']:.0%}: treat its labels as a rough guide."
+        )
+    elif classifier:
+        parts.append(
+            f"\nThe classifier (TF-IDF + logistic regression) was fitted to this dataset: "
+            f"{classifier['trained_on']} texts of its labelled records, the sample dataset and "
+            "keyword-seeded stories."
+        )
+    check = card["genres"].get("check")
+    if check:
+        confusions = ", ".join(f"{k} ({v})" for k, v in list(check["confusions"].items())[:8])
+        parts.append(
+            f"\n**Hand check** ({check['file']}): the genres given agree with "
+            f"{check['checked']} hand-checked records in {check['accuracy']:.0%} of cases "
+            f"({check['accuracy_sure']:.0%} of the {check['sure']} the checker was sure of); "
+            "by where the genre came from: "
+            + ", ".join(
+                f"{source} {value:.0%} of {check['counts_by_source'][source]}"
+                for source, value in sorted(check["by_source"].items())
+            )
+            + f". Most common confusions (checked -> given): {confusions}."
         )
     tokens = card["tokens"]
     parts += [
@@ -112,4 +148,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     ]
     for example in card["examples"]:
         parts.append("```text\n" + example + "\n```")
+    sources = sources_section(source["input"])
+    if sources:
+        parts.append(sources)
     return "\n\n".join(parts) + "\n"

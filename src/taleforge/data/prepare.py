@@ -28,10 +28,10 @@ from typing import Any
 from taleforge.config import DataConfig
 from taleforge.data.card import write_card
 from taleforge.data.clean import clean_records
-from taleforge.data.genres import assign_genres
+from taleforge.data.genres import GenreClassifier, assign_genres, check_genres, save_classifier
 from taleforge.data.readers import read_dataset
 from taleforge.data.records import DataError
-from taleforge.data.templates import render, special_tokens
+from taleforge.data.templates import Rendered, render, special_tokens, truncate_words
 from taleforge.data.tokenize import SPLITS, assign_splits, empty_dataset, tokenize_splits
 from taleforge.files import replace_dir
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "taleforge-data.json"
 #: Bumped when preparation changes its output for the same input and options.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
 #: Options that change how the work is done, not what it produces.
 _NOT_IN_FINGERPRINT = {"output", "num_proc"}
 
@@ -194,12 +194,22 @@ def prepare(config: DataConfig, tokenizer_spec: str, *, force: bool = False) -> 
             "column and loosen --data.min-words / --data.min-letter-ratio"
         )
     records, genre_sources, classifier = assign_genres(records, config)
+    genre_check = check_genres(records, config.genre_check) if config.genre_check else None
+    if genre_check:
+        log.info(
+            "genres agree with %d hand-checked records: %.1f %% (%.1f %% of the sure ones)",
+            genre_check["checked"],
+            100 * genre_check["accuracy"],
+            100 * (genre_check["accuracy_sure"] or 0),
+        )
     markers = special_tokens(records, config.template, config.genre_tags)
     if config.add_special_tokens and markers:
         tokenizer.add_tokens(markers, special_tokens=True)
     splits = assign_splits(records, config)
+    splits["train"] = training_selection(splits["train"], config)
+    render_chat = _chat_renderer(tokenizer) if config.template == "chat" else None
     texts = {
-        name: [render(r, config.template, config.genre_tags) for r in rows]
+        name: [render(r, config.template, config.genre_tags, render_chat) for r in rows]
         for name, rows in splits.items()
     }
     dataset, token_stats = tokenize_splits(texts, tokenizer, config)
@@ -210,6 +220,8 @@ def prepare(config: DataConfig, tokenizer_spec: str, *, force: bool = False) -> 
         dataset.save_to_disk(str(staging / "dataset"))
         _records_dataset(splits, texts).save_to_disk(str(staging / "records"))
         tokenizer.save_pretrained(str(staging / "tokenizer"))
+        if isinstance(classifier, GenreClassifier) and config.genre_classifier == "dataset":
+            save_classifier(classifier, staging)
         manifest = _manifest(
             config,
             spec,
@@ -223,6 +235,7 @@ def prepare(config: DataConfig, tokenizer_spec: str, *, force: bool = False) -> 
             token_stats,
             texts,
             len(tokenizer),
+            genre_check,
         )
         word_counts = {s: [len(r.text.split()) for r in rows] for s, rows in splits.items()}
         token_counts = {s: v.pop("text_tokens") for s, v in token_stats.items()}
@@ -235,7 +248,35 @@ def prepare(config: DataConfig, tokenizer_spec: str, *, force: bool = False) -> 
     return PreparedData(output, manifest)
 
 
-def _records_dataset(splits: dict[str, list[Any]], texts: dict[str, list[tuple[str, str]]]) -> Any:
+def training_selection(records: list[Any], config: DataConfig) -> list[Any]:
+    """The training split as trained on: the first parts of each work, cut to a length."""
+    if config.train_max_parts:
+        records = [r for r in records if r.part < config.train_max_parts]
+    if config.train_truncate_words:
+        cut = []
+        for record in records:
+            text = truncate_words(record.text, config.train_truncate_words)
+            cut.append(record if text == record.text else record.with_(text=text, ends=False))
+        records = cut
+    return records
+
+
+def _chat_renderer(tokenizer: Any) -> Any:
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(
+            "--data.template chat needs a tokenizer with a chat template (e.g. the embedded "
+            "smollm2-135m); this one has none: use writing_prompt or genre_tagged"
+        )
+
+    def render_chat(messages: list[dict[str, str]]) -> str:
+        return str(
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        )
+
+    return render_chat
+
+
+def _records_dataset(splits: dict[str, list[Any]], texts: dict[str, list[Rendered]]) -> Any:
     import datasets
 
     columns = ("text", "prompt", "genre", "genre_source", "title", "source", "formatted")
@@ -255,7 +296,7 @@ def _records_dataset(splits: dict[str, list[Any]], texts: dict[str, list[tuple[s
                 "genre_source": [r.genre_source for r in rows],
                 "title": [r.title or "" for r in rows],
                 "source": [r.source for r in rows],
-                "formatted": [p + s for p, s in texts[name]],
+                "formatted": [t.prefix + t.story for t in texts[name]],
             },
         )
     return datasets.DatasetDict(parts)
@@ -272,15 +313,18 @@ def _manifest(
     classifier: Any,
     markers: list[str],
     token_stats: dict[str, Any],
-    texts: dict[str, list[tuple[str, str]]],
+    texts: dict[str, list[Rendered]],
     vocab_size: int,
+    genre_check: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     genre_tags = (
         sorted({r.genre for r in records if r.genre})
         if (config.genre_tags and config.template != "plain")
         else []
     )
-    examples = [p + s[:400] + ("…" if len(s) > 400 else "") for p, s in texts["train"][:2]]
+    examples = [
+        t.prefix + t.story[:400] + ("…" if len(t.story) > 400 else "") for t in texts["train"][:2]
+    ]
     return {
         "fingerprint": print_fp,
         "prepare_version": PREPARE_VERSION,
@@ -302,6 +346,7 @@ def _manifest(
             "classifier": None
             if classifier is None
             else {"cv_accuracy": classifier.cv_accuracy, "trained_on": classifier.trained_on},
+            "check": genre_check,
         },
         "template": {
             "name": config.template,

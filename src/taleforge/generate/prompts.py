@@ -55,13 +55,26 @@ def _genre_words(genre: str | None) -> str:
     return f"{genre} " if genre else ""
 
 
-def instruction(mode: str, prompt: str, genre: str | None) -> str:
-    """The natural-language request an instruct model gets for a mode."""
+#: The lengths a story can be asked for; a model trained on the chat template learned that
+#: a "short" story ends within a few hundred words and a "long" one goes on.
+STORY_LENGTHS: tuple[str, ...] = ("short", "long")
+
+
+def instruction(mode: str, prompt: str, genre: str | None, length: str = "short") -> str:
+    """The natural-language request an instruct model gets for a mode.
+
+    Training data is rendered with this same function (``taleforge.data.templates``), so a
+    model fine-tuned on the chat template is asked exactly the way it was taught.
+    """
     words = _genre_words(genre)
+    if length not in STORY_LENGTHS:
+        raise ConfigError(f"length '{length}': use one of {', '.join(STORY_LENGTHS)}")
     if mode == "story":
-        return f"Write a short {words}story based on this idea: {prompt}"
+        return f"Write a {length} {words}story based on this idea: {prompt}"
     if mode == "writing-prompt":
-        return f"Writing prompt: {prompt}\n\nWrite a {words}story that answers this prompt."
+        return (
+            f"Writing prompt: {prompt}\n\nWrite a {length} {words}story that answers this prompt."
+        )
     if mode == "poem":
         return f"Write a {words}poem about: {prompt}"
     if mode == "dialogue":
