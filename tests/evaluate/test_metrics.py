@@ -64,7 +64,28 @@ def test_chrf_by_hand():
 
 
 def test_length_stats():
-    assert m.length_stats([3, 1, 2, 10]) == {"mean": 4.0, "median": 2.5, "min": 1.0, "max": 10.0}
+    # sorted 1 2 3 10; quartiles interpolate at positions 0.75 and 2.25: 1.75 and 4.75
+    assert m.length_stats([3, 1, 2, 10]) == {
+        "mean": 4.0,
+        "median": 2.5,
+        "q1": 1.75,
+        "q3": 4.75,
+        "min": 1.0,
+        "max": 10.0,
+    }
+    assert m.length_stats([7])["q1"] == m.length_stats([7])["q3"] == 7.0
+    assert set(m.length_stats([]).values()) == {0.0}
+
+
+def test_a_story_that_opens_mid_sentence_starts_lower_case():
+    assert m.starts_lowercase("is an ancient stone that was carved into the side")
+    assert m.starts_lowercase('  "and then?" she asked.')
+    assert m.starts_lowercase("\u2026but nobody came.")
+    assert not m.starts_lowercase('"Who is there?" asked the keeper.')
+    assert not m.starts_lowercase("\u00c9lodie ran.")
+    assert not m.starts_lowercase("3 dragons")
+    assert not m.starts_lowercase("")
+    assert not m.starts_lowercase(" ... ")
 
 
 def test_mean_ci_is_the_student_t_interval():

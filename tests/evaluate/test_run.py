@@ -21,7 +21,11 @@ ROWS = (
     "prompt ranking, generated stories",
     "TF-IDF",
     "genre adherence",
+    "cliché score (per 1,000 words)",
     "words per story",
+    "share of empty stories",
+    "share starting with a lower-case word",
+    "share that ended on their own",
 )
 
 
@@ -71,6 +75,11 @@ def test_models_are_side_by_side_with_every_metric(report):
         for key in ("distinct_1", "distinct_2", "seq_rep_4", "bleu", "chrf", "tfidf_similarity"):
             assert metrics[key] is not None and metrics[key] >= 0
         assert metrics["genre_stories"] == 4 and 0 <= metrics["genre_adherence"] <= 1
+        assert metrics["words_q1"] <= metrics["words_median"] <= metrics["words_q3"]
+        for key in ("empty_share", "lowercase_start_share", "ended_share"):
+            assert 0 <= metrics[key] <= 1
+        assert sum(metrics["finish_reasons"].values()) == 4
+        assert metrics["cliche_score"] >= 0 and len(metrics["cliches"]) <= 20
         assert evaluation.reference_ranking is not None
 
 

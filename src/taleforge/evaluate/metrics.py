@@ -106,15 +106,31 @@ def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 
 def length_stats(values: Sequence[float]) -> dict[str, float]:
-    """Mean, median, min and max (all 0.0 for no values)."""
+    """Mean, median, quartiles (q1, q3), min and max (all 0.0 for no values).
+
+    Quartiles interpolate between the values like numpy's default (``inclusive``).
+    """
     if not values:
-        return {"mean": 0.0, "median": 0.0, "min": 0.0, "max": 0.0}
+        return dict.fromkeys(("mean", "median", "q1", "q3", "min", "max"), 0.0)
+    if len(values) > 1:
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    else:
+        q1 = q3 = values[0]
     return {
         "mean": statistics.fmean(values),
         "median": float(statistics.median(values)),
+        "q1": float(q1),
+        "q3": float(q3),
         "min": float(min(values)),
         "max": float(max(values)),
     }
+
+
+def starts_lowercase(text: str) -> bool:
+    """Whether a text's first word begins with a lower-case letter (leading quotes and
+    punctuation skipped): a story that opens mid-sentence, like "is an ancient stone…"."""
+    first = _WORD_RE.search(text)
+    return first is not None and first.group()[0].islower()
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:

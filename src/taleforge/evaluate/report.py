@@ -51,9 +51,14 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("tfidf_similarity", "TF-IDF similarity to prompt", "up", "{:.3f}"),
     ("tfidf_similarity_other_prompts", "… to other prompts (chance)", "", "{:.3f}"),
     ("genre_adherence", "genre adherence", "up", "{:.2f}"),
+    ("cliche_score", "cliché score (per 1,000 words)", "down", "{:.2f}"),
     ("words_mean", "words per story, mean", "", "{:.1f}"),
+    ("words_q1", "words per story, lower quartile", "", "{:.1f}"),
     ("words_median", "words per story, median", "", "{:.1f}"),
+    ("words_q3", "words per story, upper quartile", "", "{:.1f}"),
     ("empty_stories", "empty stories (no words)", "down", "{:d}"),
+    ("empty_share", "share of empty stories", "down", "{:.2f}"),
+    ("lowercase_start_share", "share starting with a lower-case word", "down", "{:.2f}"),
     ("ended_share", "share that ended on their own", "", "{:.2f}"),
     ("tokens_per_second", "tokens per second", "", "{:.1f}"),
 )
@@ -126,10 +131,11 @@ def build_report(
         "seconds": round(seconds, 1),
         "dataset": {
             "source": data.source,
-            "prepared": str(data.directory),
+            "prepared": str(data.directory) if data.directory else None,
             "fingerprint": data.fingerprint,
             "split": data.split,
             "texts": len(data.records),
+            "skipped_without_text": data.skipped,
             "prompts": len(data.prompts),
             "prompt_source": data.prompt_source,
         },
@@ -146,6 +152,10 @@ def build_report(
             "can be downloaded here.",
             "MAUVE is not computed (it needs a feature model that cannot be downloaded here).",
             "Diversity and repetition are measured on lower-cased words, punctuation dropped.",
+            "Cliché score: occurrences per 1,000 generated words of word 3- to 5-grams whose "
+            "add-one smoothed log-odds ratio (stories vs the dataset's human texts) exceeds "
+            f"{config.evaluate.cliche_threshold} and that occur in at least 2 stories; a "
+            "phrase inside a longer cliché with the same count is not counted again.",
         ],
         "models": [_model_entry(e) for e in evaluations],
     }
@@ -208,6 +218,30 @@ def sweep_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cliche_lines(report: dict[str, Any]) -> list[str]:
+    """Each model's most frequent clichés (Markdown lines; none without the cliche group)."""
+    models = [m for m in report["models"] if (m.get("generation") or {}).get("cliches")]
+    if not models:
+        return []
+    lines = ["## Clichés", "", "Phrases the stories use far more often than the human texts:", ""]
+    for model in models:
+        found = model["generation"]
+        lines += [
+            f"`{model['label']}`: {found['cliche_phrases']} clichés, "
+            f"{found['cliche_score']:.2f} per 1,000 words.",
+            "",
+            "| phrase | count | stories | in the human texts | log-odds |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {c['phrase']} | {c['count']} | {c['stories']} | {c['reference']} | "
+            f"{c['log_odds']:.1f} |"
+            for c in found["cliches"]
+        ]
+        lines.append("")
+    return lines
+
+
 def _point_label(run: dict[str, Any]) -> str:
     if run["changes"]:
         return " ".join(f"{k}={v}" for k, v in run["changes"].items())
@@ -249,10 +283,22 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
     ]
     if report.get("command"):
         lines += ["Reproduce with:", "", "```sh", report["command"], "```", ""]
+    if data["prepared"]:
+        scored = (
+            f"Dataset `{data['source']}` (prepared `{data['prepared']}`, fingerprint "
+            f"`{data['fingerprint'][:12]}`): {data['texts']} texts of the {data['split']} "
+            "split scored"
+        )
+    else:
+        skipped = data.get("skipped_without_text") or 0
+        scored = (
+            f"File `{data['source']}` (fingerprint `{data['fingerprint'][:12]}`): all "
+            f"{data['texts']} records scored as written (no cleaning, no split"
+            + (f"; {skipped} without text skipped" if skipped else "")
+            + ")"
+        )
     lines += [
-        f"Dataset `{data['source']}` (prepared `{data['prepared']}`, fingerprint "
-        f"`{data['fingerprint'][:12]}`): {data['texts']} texts of the {data['split']} split "
-        f"scored; {data['prompts']} prompts from the {data['prompt_source']}, "
+        f"{scored}; {data['prompts']} prompts from the {data['prompt_source']}, "
         f"{sampling['num_stories']} story each per model, {sampling['max_new_tokens']} new "
         f"tokens, "
         f"temperature {sampling['temperature']}, top-p {sampling['top_p']}, top-k "
@@ -276,6 +322,7 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
             + ".",
             "",
         ]
+    lines += cliche_lines(report)
     if any(len(m["runs"]) > 1 for m in report["models"]):
         lines += ["## Decoding sweep", "", sweep_table(report), ""]
     lines += [f"![{p}]({p})" for p in plots] + [""]

@@ -11,6 +11,7 @@ import gc
 import logging
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from taleforge.config import EvalConfig, TaleforgeConfig, make_sampling
 from taleforge.data import DataError
 from taleforge.evaluate import metrics as m
+from taleforge.evaluate.cliche import find_cliches
 from taleforge.evaluate.dataset import (
     GENERATION_GROUPS,
     EvalData,
@@ -44,6 +46,14 @@ from taleforge.generate import Story, StoryGenerator
 from taleforge.models import load_model, resolve_spec
 
 log = logging.getLogger(__name__)
+
+
+def spread(items: Sequence[Any], most: int) -> list[Any]:
+    """At most ``most`` items (0 = all), evenly spaced, so that every part is represented."""
+    if not most or len(items) <= most:
+        return list(items)
+    step = len(items) / most
+    return [items[int(i * step)] for i in range(most)]
 
 
 @dataclass(frozen=True)
@@ -153,10 +163,12 @@ def evaluate(
         groups &= {"perplexity"}
     classifier = None
     if "genre" in groups:
-        from taleforge.data.genres import default_classifier
+        from taleforge.data.genres import load_classifier
 
         try:
-            classifier = default_classifier()
+            # The classifier fitted to the dataset (whose accuracy its data card reports)
+            # where there is one.
+            classifier = load_classifier(data.directory)
         except DataError as exc:
             raise EvaluationError(f"genre adherence: {exc}") from None
     tfidf = TfidfSimilarity.fit(data.corpus) if "relevance" in groups else None
@@ -213,8 +225,9 @@ def _evaluate_model(
     result_ppl = None
     if "perplexity" in groups:
         window = min(ev.window, generator.context_length)
+        records = spread(data.records, ev.max_texts)
         sequences = []
-        for record in data.records:
+        for record in records:
             context, chat = story_context(
                 generator,
                 ev.context,
@@ -226,7 +239,7 @@ def _evaluate_model(
         result_ppl = perplexity(
             model.model,
             sequences,
-            [len(r["text"].split()) for r in data.records],
+            [len(r["text"].split()) for r in records],
             window=window,
             stride=min(ev.stride, window),
             context=ev.context,
@@ -404,14 +417,21 @@ def _generation_metrics(
         )
         result["genre_adherence"] = share
         result["genre_stories"] = counted
+    if "cliche" in groups:
+        found = find_cliches(texts, data.human, threshold=ev.cliche_threshold)
+        result.update(found.to_dict(top=20))
     if "length" in groups:
         word_counts = [len(t.split()) for t in texts]
         result.update({f"words_{k}": v for k, v in m.length_stats(word_counts).items()})
         result["empty_stories"] = sum(1 for n in word_counts if n == 0)
+        result["empty_share"] = result["empty_stories"] / len(texts)
+        result["lowercase_starts"] = sum(m.starts_lowercase(t) for t in texts)
+        result["lowercase_start_share"] = result["lowercase_starts"] / len(texts)
         result["tokens_mean"] = statistics.fmean(s.generated_tokens for s in stories)
-        result["ended_share"] = sum(s.finish_reason in ("eos", "stop") for s in stories) / len(
-            stories
-        )
+        # eos: the model's end token; stop: a stop sequence; length: cut at max_new_tokens
+        reasons = Counter(s.finish_reason for s in stories)
+        result["finish_reasons"] = dict(reasons)
+        result["ended_share"] = (reasons["eos"] + reasons["stop"]) / len(stories)
         seconds = sum(s.seconds for s in stories)
         result["tokens_per_second"] = (
             sum(s.generated_tokens for s in stories) / seconds if seconds else None
