@@ -228,8 +228,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     ev = commands.add_parser(
         "evaluate",
         help="Compare models: perplexity, diversity, repetition, relevance, genre; a report.",
-        description="Evaluate one or more models side by side on a dataset split: perplexity, "
-        "and metrics of stories written for its prompts. Writes report.json, report.md, plots "
+        description="Evaluate one or more models side by side on a dataset split (or on any "
+        "file of stories, --data FILE): perplexity, and metrics of stories written for its "
+        "prompts. Writes report.json, report.md, plots "
         "and the stories to runs/evaluate/<name>/ (tracked in MLflow).",
     )
     ev.add_argument(
@@ -239,6 +240,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
         metavar="SPEC",
         default=argparse.SUPPRESS,
         help="A model to evaluate; repeat to compare (default: taleforge-stories).",
+    )
+    ev.add_argument(
+        "--data",
+        dest="evaluate.data",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="Score this file of stories (JSONL, CSV, text; .gz too) as written, every record, "
+        "or a prepared dataset directory (default: prepare [data]). Same as --evaluate.data.",
     )
     ev.add_argument(
         "--sweep",
@@ -256,15 +265,44 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
 
     rate = commands.add_parser(
         "rate",
-        help="Rate generated stories blind (1-5 or A/B); --summary aggregates the ratings.",
+        help="Rate generated stories blind (1-5 or pairwise); --summary aggregates the ratings.",
         description="Rate the stories of an evaluation without seeing the model: 1-5 for "
-        "coherence, creativity, relevance and fluency, or --ab to pick the better of two "
-        "models' stories. Answers are saved at once; --summary prints means with 95% CIs.",
+        "coherence, creativity, relevance and fluency, or --pairwise to pick the better of two "
+        "models' stories for one prompt (or let an LLM judge pick: --judge-url). Answers are "
+        "saved at once; --summary prints means and win rates with 95% intervals.",
     )
-    rate.add_argument("--stories", help="stories.jsonl (default: the evaluation's, by --name).")
+    rate.add_argument(
+        "--stories",
+        nargs="+",
+        metavar="FILE",
+        help="stories.jsonl files (default: the evaluation's, by --name); with --pairwise, "
+        "the stories of several evaluations pair up by prompt.",
+    )
     rate.add_argument("--rater", help="Your name (asked when not given).")
     rate.add_argument(
-        "--ab", nargs="*", metavar="MODEL", help="A/B preference, optionally of two named models."
+        "--pairwise",
+        action="store_true",
+        help="Compare two models' stories for the same prompt, shown as A and B in a seeded "
+        "order: A, B or tie. With --summary: win rates per model pair only.",
+    )
+    rate.add_argument(
+        "--models", nargs="+", metavar="MODEL", help="With --pairwise: only these models."
+    )
+    rate.add_argument(
+        "--seed", type=int, help="With --pairwise: the seed of the A/B order (default: random)."
+    )
+    rate.add_argument("--ab", nargs="*", metavar="MODEL", help="Same as --pairwise --models.")
+    rate.add_argument(
+        "--judge-url",
+        metavar="URL",
+        help="With --pairwise: let the model at this OpenAI-compatible API judge every pair, "
+        "in both orders (e.g. http://127.0.0.1:8000/v1).",
+    )
+    rate.add_argument(
+        "--judge-model", metavar="NAME", help="The judge model (default: the first listed)."
+    )
+    rate.add_argument(
+        "--judge-key", metavar="KEY", help="The judge server's API key (default: $OPENAI_API_KEY)."
     )
     rate.add_argument("--limit", type=int, help="Rate at most this many stories or pairs.")
     rate.add_argument("--summary", action="store_true", help="Aggregate the ratings and exit.")
@@ -512,13 +550,21 @@ def cmd_evaluate(args: argparse.Namespace, flags: dict[str, str], argv: Sequence
 
 
 def cmd_rate(args: argparse.Namespace, flags: dict[str, str]) -> int:
-    from taleforge.evaluate import EvaluationError, human
+    from taleforge.evaluate import EvaluationError, human, pairwise
     from taleforge.evaluate.report import output_dir
 
     config = _resolve_config(args, flags)
     ratings = config.evaluate.ratings
+    pairwise_models = args.models or args.ab or None
+    if args.ab is not None or args.judge_url:
+        args.pairwise = True
     if args.summary:
         records = human.read_ratings(ratings)
+        if args.pairwise:
+            results = pairwise.summarize(records)
+            text = json.dumps([r.to_dict() for r in results], indent=2) if args.json else None
+            print(text or pairwise.format_results(results))
+            return 0
         if args.library:
             from taleforge.store import Database, Library
 
@@ -529,20 +575,34 @@ def cmd_rate(args: argparse.Namespace, flags: dict[str, str]) -> int:
         text = json.dumps(summary.to_dict(), indent=2) if args.json else None
         print(text or human.format_summary(summary))
         return 0
-    stories = human.load_stories(args.stories or output_dir(config) / "stories.jsonl")
+    stories = human.load_story_files(args.stories or [output_dir(config) / "stories.jsonl"])
+    if args.judge_url:
+        from taleforge.evaluate.judge import Judge, judge_pairs
+
+        judge = Judge.connect(args.judge_url, args.judge_model, args.judge_key)
+        judge_pairs(
+            stories, judge, ratings, models=pairwise_models, seed=args.seed, limit=args.limit
+        )
+        results = pairwise.summarize(human.read_ratings(ratings))
+        print(pairwise.format_results([r for r in results if r.source == judge.rater]))
+        return 0
     rater = args.rater
     if not rater:
         with contextlib.suppress(EOFError):
             rater = input("Your name: ")
     if not (rater or "").strip():
         raise EvaluationError("ratings are stored with the rater's name: pass --rater NAME")
-    if args.ab is None:
-        human.score_session(stories, rater.strip(), ratings, limit=args.limit)
-    elif len(args.ab) in (0, 2):
-        pair = (args.ab[0], args.ab[1]) if args.ab else None
-        human.ab_session(stories, rater.strip(), ratings, models=pair, limit=args.limit)
+    if args.pairwise:
+        human.pairwise_session(
+            stories,
+            rater.strip(),
+            ratings,
+            models=pairwise_models,
+            seed=args.seed,
+            limit=args.limit,
+        )
     else:
-        raise EvaluationError("--ab takes no model (the first two) or two: --ab MODEL_A MODEL_B")
+        human.score_session(stories, rater.strip(), ratings, limit=args.limit)
     return 0
 
 

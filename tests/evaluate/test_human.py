@@ -10,10 +10,10 @@ import pytest
 from taleforge.cli import main
 from taleforge.evaluate import EvaluationError
 from taleforge.evaluate.human import (
-    ab_session,
     append_rating,
     format_summary,
     load_stories,
+    pairwise_session,
     read_ratings,
     score_session,
     summarize,
@@ -79,29 +79,7 @@ def test_scores_are_saved_per_story_blind_and_not_asked_twice(tmp_path):
     assert again == 0 and "1 stories to rate" in "\n".join(shown)
 
 
-def test_ab_order_is_random_hidden_and_recorded(tmp_path):
-    ratings = tmp_path / "ratings.jsonl"
-    shown = []
-    saved = ab_session(
-        STORIES,
-        "bob",
-        ratings,
-        ask=scripted(["a", "b", "t"]),
-        say=shown.append,
-        rng=random.Random(3),
-    )
-    assert saved == 3
-    records = read_ratings(ratings)
-    firsts = [r["models"]["A"] for r in records]
-    assert set(firsts) == {"base-model", "tuned-model"}  # both orders occurred
-    assert not any(m in "\n".join(shown) for m in ("base-model |", "tuned-model |"))
-    for record, choice in zip(records, ("A", "B", "tie"), strict=True):
-        assert record["choice"] == choice
-        expected = record["models"][choice] if choice != "tie" else None
-        assert record["winner"] == expected
-
-
-def test_summary_has_means_with_t_intervals_and_win_rates(tmp_path):
+def test_summary_has_means_with_t_intervals_and_win_rates_with_wilson_intervals(tmp_path):
     ratings = tmp_path / "ratings.jsonl"
     for value in (1, 2, 3, 4, 5):
         append_rating(
@@ -132,8 +110,8 @@ def test_summary_has_means_with_t_intervals_and_win_rates(tmp_path):
         0,
         1,
     )
-    assert preference.rate.mean == pytest.approx(3.5 / 4)
-    assert preference.rate.low <= preference.rate.mean <= preference.rate.high <= 1
+    assert preference.win_rate == pytest.approx(3.5 / 4)
+    assert (preference.low, preference.high) == pytest.approx((0.3958, 0.9868), abs=1e-4)
     text = format_summary(summary)
     assert "3.00 [1.04, 4.96] (5)" in text and "x vs y: 88%" in text
 
@@ -145,7 +123,7 @@ def test_missing_or_empty_stories_say_how_to_get_them(tmp_path):
     with pytest.raises(EvaluationError, match="no stories"):
         load_stories(tmp_path / "empty.jsonl")
     with pytest.raises(EvaluationError, match="two models"):
-        ab_session(STORIES[:3], "ann", tmp_path / "r.jsonl", ask=scripted([]), say=print)
+        pairwise_session(STORIES[:3], "ann", tmp_path / "r.jsonl", ask=scripted([]), say=print)
 
 
 def test_rate_command_reads_answers_from_stdin(tmp_path, stories_file, monkeypatch, capsys):
@@ -164,7 +142,7 @@ def test_rate_command_reads_answers_from_stdin(tmp_path, stories_file, monkeypat
     capsys.readouterr()
     assert main(["rate", "--summary", "--ratings", str(ratings)]) == 0
     out = capsys.readouterr().out
-    assert "raters: carol, dan" in out and "A/B preference" in out
+    assert "raters: carol, dan" in out and "base-model vs tuned-model: " in out
     assert main(["rate", "--summary", "--json", "--ratings", str(ratings)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["raters"] == ["carol", "dan"]

@@ -3,12 +3,13 @@
 Two ways to rate the stories of an evaluation run (its ``stories.jsonl``):
 
 * scores: one story at a time, 1-5 for coherence, creativity, relevance and fluency;
-* A/B: two stories for the same prompt from two models, in random order, "which is better?".
+* pairwise: two stories for the same prompt from two models, as A and B in a seeded,
+  recorded order: "A, B or tie?" (pairing, order and win rates: :mod:`.pairwise`).
 
 The model is never shown. Each answer is appended at once as one JSON line to the ratings
 file (under a file lock, flushed and fsynced), so quitting or a crash loses nothing and
 several raters can share one file. ``summarize`` gives per-model means with Student-t 95%
-intervals, and A/B win rates (ties count half) with bootstrap 95% intervals.
+intervals, and pairwise win rates (ties count half) with Wilson score 95% intervals.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import math
 import os
 import random
+import secrets
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +29,10 @@ from typing import Any
 
 from filelock import FileLock
 
+from taleforge.evaluate import pairwise
 from taleforge.evaluate.errors import EvaluationError
-from taleforge.evaluate.metrics import bootstrap_ci, mean_ci
+from taleforge.evaluate.metrics import mean_ci
+from taleforge.evaluate.pairwise import PairwiseResult
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,19 @@ def load_stories(path: str | Path) -> list[dict[str, Any]]:
     if not stories:
         raise EvaluationError(f"{file} holds no stories: run `taleforge evaluate` first")
     return stories
+
+
+def load_story_files(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The stories of one or more stories files, each story once (by id).
+
+    Raises:
+        EvaluationError: A file is missing, unreadable or holds no stories.
+    """
+    stories: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for story in load_stories(path):
+            stories.setdefault(str(story["id"]), story)
+    return list(stories.values())
 
 
 def append_rating(path: str | Path, record: dict[str, Any]) -> None:
@@ -197,94 +214,53 @@ def score_session(
     return saved
 
 
-def ab_pairs(
-    stories: Sequence[dict[str, Any]], models: tuple[str, str] | None = None
-) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Pairs of stories for the same prompt from two models (default: the first two seen).
-
-    Raises:
-        EvaluationError: Fewer than two models, or an unknown model name.
-    """
-    present = list(dict.fromkeys(s["model"] for s in stories))
-    if models is None:
-        if len(present) < 2:
-            raise EvaluationError(
-                "A/B rating needs stories of two models; this run has "
-                f"{', '.join(present)} only: evaluate two models (--model A --model B)"
-            )
-        models = (present[0], present[1])
-    for model in models:
-        if model not in present:
-            raise EvaluationError(f"no stories of model '{model}' here; there are: {present}")
-    by_prompt: dict[Any, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for story in stories:
-        key = story.get("prompt_id", story["prompt"])
-        by_prompt[key].setdefault(story["model"], story)
-    return [(p[models[0]], p[models[1]]) for p in by_prompt.values() if all(m in p for m in models)]
-
-
-def ab_session(
+def pairwise_session(
     stories: Sequence[dict[str, Any]],
     rater: str,
     ratings_path: str | Path,
     *,
-    models: tuple[str, str] | None = None,
+    models: Sequence[str] | None = None,
+    seed: int | None = None,
     ask: Ask = input,
     say: Say = print,
     limit: int | None = None,
-    rng: random.Random | None = None,
 ) -> int:
-    """Blind A/B preference between two models' stories for the same prompts.
+    """Blind pairwise comparison of models' stories for the same prompts.
 
-    The order within each pair is random and recorded with the answer, never shown.
-    Returns how many answers were saved.
+    Each pair is shown as story A and story B in an order decided by ``seed`` (drawn when
+    None) and recorded with the answer; the models are never shown. Pairs this rater has
+    judged already are skipped. Returns how many judgements were saved.
     """
-    rng = rng or random.Random()
-    done = {
-        frozenset(r.get("story_ids", {}).values())
-        for r in read_ratings(ratings_path)
-        if r.get("type") == "ab" and r.get("rater") == rater
-    }
-    pairs = [p for p in ab_pairs(stories, models) if frozenset(s["id"] for s in p) not in done]
-    rng.shuffle(pairs)
-    pairs = pairs[:limit] if limit else pairs
-    if not pairs:
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    done = pairwise.judged(read_ratings(ratings_path), rater)
+    todo = [p for p in pairwise.pairs(stories, models) if p.story_ids not in done]
+    todo = pairwise.session_order(todo, seed)
+    todo = todo[:limit] if limit else todo
+    if not todo:
         say(f"{rater} has compared every pair here.")
         return 0
     say(
-        f"{len(pairs)} pairs to compare; which story is better? a, b or t (tie); "
-        "s skips, q quits (what is answered is saved)."
+        f"{len(todo)} pairs to compare (order seed {seed}); which story is better? a, b or "
+        "t (tie); s skips, q quits (what is answered is saved)."
     )
     saved = 0
     try:
-        for number, pair in enumerate(pairs, start=1):
-            first, second = (pair[1], pair[0]) if rng.random() < 0.5 else pair
-            say(f"\n=== Pair {number} of {len(pairs)} ===\nPrompt: {first['prompt']}")
-            _show(say, "--- Story A ---", first)
-            _show(say, "--- Story B ---", second)
-            answer = _answer(ask, "better: a, b or t (tie)? ", ("a", "b", "t", "s"))
+        for number, pair in enumerate(todo, start=1):
+            story_a, story_b = pairwise.shown_order(pair, seed)
+            say(f"\n=== Pair {number} of {len(todo)} ===\nPrompt: {pair.prompt}")
+            _show(say, "--- Story A ---", story_a)
+            _show(say, "--- Story B ---", story_b)
+            answer = _answer(ask, "A, B or tie (t)? ", ("a", "b", "t", "tie", "s"))
             if answer == "s":
                 say("skipped")
                 continue
-            winner = {"a": first["model"], "b": second["model"], "t": None}[answer]
-            append_rating(
-                ratings_path,
-                {
-                    "type": "ab",
-                    "rater": rater,
-                    "run": first.get("run"),
-                    "prompt_id": first.get("prompt_id"),
-                    "story_ids": {"A": first["id"], "B": second["id"]},
-                    "models": {"A": first["model"], "B": second["model"]},
-                    "choice": {"a": "A", "b": "B", "t": "tie"}[answer],
-                    "winner": winner,
-                    "time": _now(),
-                },
-            )
+            choice = {"a": "A", "b": "B"}.get(answer, "tie")
+            record = pairwise.judgement(rater, story_a, story_b, choice, seed, _now())
+            append_rating(ratings_path, record)
             saved += 1
     except _Quit:
         say("stopped.")
-    say(f"saved {saved} answer(s) to {ratings_path}")
+    say(f"saved {saved} judgement(s) to {ratings_path}")
     return saved
 
 
@@ -299,24 +275,11 @@ class Interval:
 
 
 @dataclass(frozen=True)
-class Preference:
-    """A/B results of ``model`` against ``other``: wins, losses, ties and the win rate."""
-
-    model: str
-    other: str
-    wins: int
-    losses: int
-    ties: int
-    #: Win rate of ``model`` (ties count half) with its bootstrap 95% interval.
-    rate: Interval
-
-
-@dataclass(frozen=True)
 class RatingSummary:
     """Aggregated ratings: per model and criterion, and per pair of models."""
 
     scores: dict[str, dict[str, Interval]] = field(default_factory=dict)
-    preferences: tuple[Preference, ...] = ()
+    preferences: tuple[PairwiseResult, ...] = ()
     raters: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -330,42 +293,24 @@ class RatingSummary:
             "scores": {
                 model: {c: interval(i) for c, i in by.items()} for model, by in self.scores.items()
             },
-            "preferences": [{**vars(p), "rate": interval(p.rate)} for p in self.preferences],
+            "preferences": [p.to_dict() for p in self.preferences],
         }
 
 
 def summarize(ratings: Sequence[dict[str, Any]]) -> RatingSummary:
-    """Means with Student-t 95% intervals; A/B win rates with bootstrap 95% intervals."""
+    """Means with Student-t 95% intervals; pairwise win rates with Wilson 95% intervals."""
     values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    outcomes: dict[tuple[str, str], list[float]] = defaultdict(list)
     raters = set()
     for rating in ratings:
         raters.add(str(rating.get("rater")))
         if rating.get("type") == "score":
             for criterion, value in rating.get("scores", {}).items():
                 values[rating["model"]][criterion].append(float(value))
-        elif rating.get("type") == "ab":
-            model_a, model_b = sorted(rating["models"].values())
-            winner = rating.get("winner")
-            outcomes[(model_a, model_b)].append(
-                0.5 if winner is None else 1.0 if winner == model_a else 0.0
-            )
     scores = {
         model: {c: Interval(*mean_ci(v), len(v)) for c, v in by.items() if v}
         for model, by in sorted(values.items())
     }
-    preferences = tuple(
-        Preference(
-            model=a,
-            other=b,
-            wins=sum(1 for o in results if o == 1.0),
-            losses=sum(1 for o in results if o == 0.0),
-            ties=sum(1 for o in results if o == 0.5),
-            rate=Interval(*bootstrap_ci(results), len(results)),
-        )
-        for (a, b), results in sorted(outcomes.items())
-    )
-    return RatingSummary(scores, preferences, tuple(sorted(raters)))
+    return RatingSummary(scores, pairwise.summarize(ratings), tuple(sorted(raters)))
 
 
 #: The criterion of the web app's 1-5 star ratings (one overall judgement per story).
@@ -417,11 +362,5 @@ def format_summary(summary: RatingSummary) -> str:
                     cells.append(f"{i.mean:.2f} [{i.low:.2f}, {i.high:.2f}] ({i.n})")
             lines.append(f"{model:<{width}}  " + "  ".join(f"{c:<22}" for c in cells))
     if summary.preferences:
-        lines.append("\nA/B preference: win rate [95% CI], ties count half")
-        for p in summary.preferences:
-            lines.append(
-                f"{p.model} vs {p.other}: {p.rate.mean:.0%} [{p.rate.low:.0%}, "
-                f"{p.rate.high:.0%}] for {p.model} ({p.wins} wins, {p.losses} losses, "
-                f"{p.ties} ties)"
-            )
+        lines.append("\n" + pairwise.format_results(summary.preferences))
     return "\n".join(lines)
