@@ -18,12 +18,17 @@ from taleforge.generate.backends import Backend, DecodeStep, open_backend, open_
 from taleforge.generate.postprocess import cut_at_stop, find_stop, finish_text, stream_safe_length
 from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
-from taleforge.genres import GenreChoice, choose_genre, normalize_genre
+from taleforge.genres import GenreChoice, choose_genre, normalize_genre, split_leading_tag
 from taleforge.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
+
+
+#: ``--genre auto`` applies the classifier's genre only from this probability on: a guess
+#: (a prompt about a missed train called romance) is worse than no genre.
+AUTO_GENRE_MIN_PROBABILITY = 0.5
 
 
 def _classify_genre(prompt: str, tags: Sequence[str]) -> GenreChoice | None:
@@ -39,7 +44,17 @@ def _classify_genre(prompt: str, tags: Sequence[str]) -> GenreChoice | None:
     known = [g for g in scores if g in tags]
     if not known:
         return None
-    return GenreChoice(max(known, key=scores.__getitem__), "auto")
+    best = max(known, key=scores.__getitem__)
+    if scores[best] < AUTO_GENRE_MIN_PROBABILITY:
+        log.info(
+            "genre auto: none (the likeliest, %s, has probability %.2f < %.2f)",
+            best,
+            scores[best],
+            AUTO_GENRE_MIN_PROBABILITY,
+        )
+        return None
+    log.info("genre auto: %s (probability %.2f)", best, scores[best])
+    return GenreChoice(best, "auto")
 
 
 @dataclass(frozen=True)
@@ -324,7 +339,17 @@ class StoryGenerator:
                 )
                 return str(text)
 
-        genre = choose_genre(request.genre, request.prompt)
+        prompt = request.prompt
+        requested = request.genre
+        if request.mode not in ("chat", "continue"):
+            # "[FANTASY] A dragon ..." names its genre: the tag is the genre, not prompt text
+            # (it was doubled in front of tagged models' prompts).
+            tag, rest = split_leading_tag(prompt)
+            if tag and rest.strip():
+                prompt = rest.strip()
+                if (requested or "auto").strip().lower() in ("auto", "none", ""):
+                    requested = tag
+        genre = choose_genre(requested, prompt)
         if (
             genre.genre is None
             and genre.source == "none"
@@ -334,9 +359,9 @@ class StoryGenerator:
         ):
             # A model trained with genre tags always saw one: when no keyword names the
             # genre, the data step's classifier picks the likeliest of the model's tags.
-            genre = _classify_genre(request.prompt, metadata.genre_tags) or genre
+            genre = _classify_genre(prompt, metadata.genre_tags) or genre
         return plan_prompt(
-            request.prompt,
+            prompt,
             mode=request.mode,
             genre=genre,
             template=metadata.template,
