@@ -107,6 +107,14 @@ def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / "run.json")
 
 
+def _spread(rows: Any, most: int) -> Any:
+    """At most ``most`` rows (0 = all), evenly spaced so that every part of a split is seen."""
+    if not most or len(rows) <= most:
+        return rows
+    step = len(rows) / most
+    return rows.select([int(i * step) for i in range(most)])
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -192,8 +200,8 @@ def _fit(
             f"{prepared.directory} has no training rows: the data is shorter than one block; "
             "lower --data.block-size or use --data.packing pad"
         )
-    eval_rows = dataset["validation"] if len(dataset["validation"]) else None
-    test_rows = dataset["test"] if len(dataset["test"]) else eval_rows
+    eval_rows = _spread(dataset["validation"], train_cfg.eval_rows) or None
+    test_rows = _spread(dataset["test"], train_cfg.eval_rows) or eval_rows
     if eval_rows is None:
         log.warning("no validation rows: early stopping and best-model restore are off")
 
@@ -316,6 +324,7 @@ def _fit(
     )
     if main:
         write_model_dir(run_dir / "model", trainer.model, tokenizer, config, prepared, evaluation)
+        (run_dir / "history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         plot = _plot_losses(trainer.state.log_history, run_dir / "loss.png")
         tracker.log_artifact(plot)
         if after is not None:
