@@ -11,19 +11,19 @@ UNTAGGED = Record("The ship sailed.")
 
 
 def test_templates():
-    assert render(FANTASY, "plain", True) == ("", "The dragon woke.")
-    assert render(FANTASY, "genre_tagged", True) == ("[FANTASY] ", "The dragon woke.")
-    assert render(FANTASY, "genre_tagged", False) == ("", "The dragon woke.")
-    assert render(FANTASY, "writing_prompt", True) == (
+    assert render(FANTASY, "plain", True)[:2] == ("", "The dragon woke.")
+    assert render(FANTASY, "genre_tagged", True)[:2] == ("[FANTASY] ", "The dragon woke.")
+    assert render(FANTASY, "genre_tagged", False)[:2] == ("", "The dragon woke.")
+    assert render(FANTASY, "writing_prompt", True)[:2] == (
         "[FANTASY] [WP] A dragon sleeps too long [RESPONSE] ",
         "The dragon woke.",
     )
-    assert render(FANTASY, "writing_prompt", False) == (
+    assert render(FANTASY, "writing_prompt", False)[:2] == (
         "[WP] A dragon sleeps too long [RESPONSE] ",
         "The dragon woke.",
     )
     # no prompt: falls back to the genre tag alone
-    assert render(UNTAGGED, "writing_prompt", True) == ("", "The ship sailed.")
+    assert render(UNTAGGED, "writing_prompt", True)[:2] == ("", "The ship sailed.")
 
 
 def test_special_tokens_follow_the_template():

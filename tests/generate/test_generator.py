@@ -279,3 +279,12 @@ def test_trained_metadata_is_applied(tiny_model_dir, tmp_path):
     assert result.formatted_prompt == "[FANTASY] The castle"
     result = story(generator, "A ship", genre="horror", mode="writing-prompt", max_new_tokens=3)
     assert result.formatted_prompt == "[HORROR] [WP] A ship [RESPONSE]"
+
+
+def test_a_leading_genre_tag_is_the_genre_not_prompt_text(tiny_generator):
+    tagged = story(tiny_generator, "[HORROR] The attic door", max_new_tokens=4)
+    assert tagged.genre == "horror" and tagged.genre_source == "tag"
+    assert tagged.formatted_prompt.count("HORROR") <= 1
+    assert "The attic door" in tagged.formatted_prompt
+    explicit = story(tiny_generator, "[HORROR] The attic door", genre="comedy", max_new_tokens=4)
+    assert explicit.genre == "comedy"

@@ -1,32 +1,42 @@
-"""The default story model that ships in the package: it loads, generates, and it is
-better than its base on held-out sample data."""
+"""The default story model that ships in the package: it loads, describes itself, writes each
+mode in its shape, and reads held-out corpus text better than its base. Small samples only:
+the full evaluation is `make evaluate-report`."""
 
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
 import pytest
 
 from taleforge import StoryGenerator, load_config, load_model
-from taleforge.data import prepare
+from taleforge.data.readers import read_dataset
+from taleforge.data.templates import truncate_words
+from taleforge.data.tokenize import assign_splits
 from taleforge.models import STORY_MODEL_SPEC, SourceKind
 
 pytestmark = pytest.mark.integration
+
+SPEAKER_LINE = re.compile(r"^[A-Z][A-Za-z .'-]{0,30}: \S")
+
+
+@pytest.fixture(scope="module")
+def story_generator():
+    return StoryGenerator(load_model(STORY_MODEL_SPEC))
 
 
 def test_the_story_model_is_small_and_describes_itself():
     model = load_model(STORY_MODEL_SPEC)
     assert model.kind is SourceKind.ADAPTER
     assert model.metadata is not None and model.metadata.base_model == "smollm2-135m"
-    assert "fantasy" in model.metadata.genre_tags and "[WP]" in model.metadata.special_tokens
+    assert model.metadata.template == "chat" and "horror" in model.metadata.genre_tags
     assert model.path is not None
-    shipped = model.path
-    size = sum(p.stat().st_size for p in shipped.iterdir())
-    assert size < 25 * 2**20, f"{shipped} is {size / 2**20:.1f} MB, over the 25 MB budget"
-    readme = (shipped / "README.md").read_text()
-    assert "taleforge train --config sample-finetune" in readme
+    size = sum(p.stat().st_size for p in model.path.iterdir())
+    assert size < 40 * 2**20, f"{model.path} is {size / 2**20:.1f} MB, over the 40 MB budget"
+    card = (model.path / "README.md").read_text()
+    assert "make story-model" in card and "corpus-finetune" in card
 
 
 def test_generate_uses_the_story_model_by_default():
@@ -36,55 +46,91 @@ def test_generate_uses_the_story_model_by_default():
             "-m",
             "taleforge",
             "generate",
-            "A door in the sea",
+            "[FANTASY] A dragon who is afraid of heights",
             "--seed",
-            "1",
+            "3",
             "--max-new-tokens",
-            "24",
-            "--genre",
-            "fantasy",
+            "40",
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip(), "a story on stdout"
+    assert len(run.stdout.split()) >= 15, run.stdout
     assert "taleforge-stories" in run.stderr.splitlines()[-1]
 
 
-def _test_loss(model, dataset) -> float:
+def test_a_story_starts_with_its_own_sentence_asked_the_way_it_was_taught(story_generator):
+    story = story_generator.generate(
+        "[FANTASY] A dragon who is afraid of heights", seed=3, max_new_tokens=40
+    ).stories[0]
+    assert "fantasy story based on this idea: A dragon who is afraid of heights" in (
+        story.formatted_prompt
+    )
+    assert "[FANTASY]" not in story.formatted_prompt
+    first = story.text.lstrip("\"'“‘ ")
+    assert first[:1].isupper() or first[:1].isdigit(), story.text
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_poem_is_written_in_lines(story_generator, seed):
+    poem = story_generator.generate(
+        "the sea at night", mode="poem", seed=seed, max_new_tokens=60
+    ).text
+    lines = [line for line in poem.split("\n") if line.strip()]
+    assert len(lines) >= 3, poem
+    assert max(len(line.split()) for line in lines) <= 20, poem
+
+
+def test_a_dialogue_is_written_in_speaker_lines(story_generator):
+    dialogue = story_generator.generate(
+        "two thieves argue over a stolen crown", mode="dialogue", seed=1, max_new_tokens=80
+    ).text
+    lines = [line for line in dialogue.split("\n") if line.strip()]
+    assert sum(bool(SPEAKER_LINE.match(line)) for line in lines) >= 2, dialogue
+
+
+def test_continue_mode_continues_the_text(story_generator):
+    opening = "The clockmaker listened. Somewhere in the shop, a clock had stopped"
+    result = story_generator.generate(opening, mode="continue", seed=2, max_new_tokens=30)
+    assert result.text.startswith(opening)
+    assert len(result.stories[0].generated_text.split()) >= 5
+
+
+def test_auto_genre_leaves_an_unrelated_prompt_untagged(story_generator):
+    story = story_generator.generate(
+        "You missed your train on purpose", genre="auto", seed=1, max_new_tokens=8
+    ).stories[0]
+    assert story.genre is None, f"tagged {story.genre} ({story.genre_source})"
+
+
+def _corpus_test_openings(count: int, words: int) -> list[str]:
+    """Openings of works in the corpus test split: never trained on."""
+    config = load_config("corpus-finetune")
+    records = read_dataset(config.data).records
+    test = [r for r in assign_splits(records, config.data)["test"] if r.part == 0]
+    step = len(test) // count
+    return [truncate_words(test[i * step].text, words) for i in range(count)]
+
+
+def _per_word_perplexity(model, tokenizer, texts: list[str]) -> float:
     import torch
 
-    total, count = 0.0, 0
+    total, words = 0.0, 0
     with torch.no_grad():
-        for row in dataset:
-            ids = torch.tensor([row["input_ids"]])
-            labels = torch.tensor([row["labels"]])
-            tokens = int((labels[:, 1:] != -100).sum())
-            total += float(model(input_ids=ids, labels=labels).loss) * tokens
-            count += tokens
-    return total / count
+        for text in texts:
+            ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"][:512]])
+            loss = float(model(input_ids=ids, labels=ids).loss)
+            total += loss * (ids.shape[1] - 1)
+            words += len(tokenizer.decode(ids[0]).split())
+    return math.exp(total / words)
 
 
-def test_the_story_model_beats_its_base_on_held_out_stories(tmp_path):
-    """The sample data prepared exactly as for training: its test split was never trained on."""
-    import torch
-
-    config = load_config("sample-finetune", {"data.output": str(tmp_path / "data")})
-    prepared = prepare(config.data, "smollm2-135m")
-    test = prepared.load_dataset()["test"]
-    assert len(test) >= 10
-
-    story = load_model(STORY_MODEL_SPEC).model
-    base = load_model("smollm2-135m").model
-    torch.manual_seed(0)  # the base learns nothing of the added tags: give them rows
-    base.resize_token_embeddings(len(prepared.load_tokenizer()))
-    after, before = math.exp(_test_loss(story, test)), math.exp(_test_loss(base, test))
-    assert after < 0.8 * before, f"perplexity {before:.1f} (base) -> {after:.1f} (fine-tuned)"
-
-
-def test_story_model_follows_the_genre_tag():
-    generator = StoryGenerator(load_model(STORY_MODEL_SPEC))
-    result = generator.generate("The last train", genre="horror", seed=5, max_new_tokens=8)
-    assert "[HORROR]" in result.stories[0].formatted_prompt
+def test_the_story_model_reads_held_out_corpus_text_better_than_its_base():
+    texts = _corpus_test_openings(6, 250)
+    story = load_model(STORY_MODEL_SPEC)
+    base = load_model("smollm2-135m")
+    after = _per_word_perplexity(story.model, story.tokenizer, texts)
+    before = _per_word_perplexity(base.model, base.tokenizer, texts)
+    assert after < 0.85 * before, f"per-word perplexity {before:.1f} (base) -> {after:.1f}"

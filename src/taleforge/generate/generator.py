@@ -340,16 +340,16 @@ class StoryGenerator:
                 return str(text)
 
         prompt = request.prompt
-        requested = request.genre
+        from_tag = None
         if request.mode not in ("chat", "continue"):
             # "[FANTASY] A dragon ..." names its genre: the tag is the genre, not prompt text
-            # (it was doubled in front of tagged models' prompts).
+            # (it was doubled in front of tagged models' prompts). An explicit genre wins.
             tag, rest = split_leading_tag(prompt)
             if tag and rest.strip():
                 prompt = rest.strip()
-                if (requested or "auto").strip().lower() in ("auto", "none", ""):
-                    requested = tag
-        genre = choose_genre(requested, prompt)
+                if (request.genre or "auto").strip().lower() in ("auto", "none", ""):
+                    from_tag = GenreChoice(tag, "tag")
+        genre = from_tag or choose_genre(request.genre, prompt)
         if (
             genre.genre is None
             and genre.source == "none"
