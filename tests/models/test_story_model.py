@@ -134,3 +134,18 @@ def test_the_story_model_reads_held_out_corpus_text_better_than_its_base():
     after = _per_word_perplexity(story.model, story.tokenizer, texts)
     before = _per_word_perplexity(base.model, base.tokenizer, texts)
     assert after < 0.85 * before, f"per-word perplexity {before:.1f} (base) -> {after:.1f}"
+
+
+def test_chat_answers_a_follow_up_with_new_text(story_generator):
+    first = story_generator.generate(
+        "Write a short poem about the sea.", mode="chat", seed=1, max_new_tokens=50
+    ).text
+    history = [
+        {"role": "user", "content": "Write a short poem about the sea."},
+        {"role": "assistant", "content": first},
+    ]
+    darker = story_generator.generate(
+        "Make it darker.", mode="chat", history=history, seed=1, max_new_tokens=50
+    ).text
+    assert first.strip() and darker.strip()
+    assert darker.strip() != first.strip()
