@@ -219,8 +219,14 @@ def _evaluate_model(
     model = load_model(
         spec, dtype=config.model.dtype, trust_remote_code=config.model.trust_remote_code
     )
+    # Stories are written on the backend asked for (llama.cpp is about 5x faster on a CPU and
+    # samples the same way); "auto" keeps the transformers model already loaded for scoring.
+    backend = config.model.backend if config.model.backend in ("llama.cpp",) else None
     generator = StoryGenerator(
-        model, sampling=points[0].params, context_length=config.generate.context_length
+        model,
+        sampling=points[0].params,
+        context_length=config.generate.context_length,
+        backend=backend,
     )
     result_ppl = None
     if "perplexity" in groups:
