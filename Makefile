@@ -102,7 +102,7 @@ evaluate-report: setup
 	$(VENV)/bin/taleforge evaluate --config corpus-finetune \
 		--model smollm2-135m --model taleforge-stories \
 		--evaluate.prompts data/corpus/eval-prompts.txt --max-new-tokens 300 \
-		--evaluate.max-texts 80 \
+		--evaluate.max-texts 60 --set model.backend=llama.cpp \
 		--evaluate.name corpus --evaluate.output-dir docs/evaluation/corpus
 	$(VENV)/bin/taleforge evaluate --config sample-finetune \
 		--model smollm2-135m --model taleforge-stories --evaluate.metrics perplexity \
