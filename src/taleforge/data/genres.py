@@ -281,18 +281,18 @@ def check_genres(records: Sequence[Record], check_file: str) -> dict[str, Any]:
             f"--data.genre-check {check_file}: cannot read it ({exc}); give a JSONL file of "
             '{"line": N, "genre": "..."} objects'
         ) from None
-    by_line = {}
+    by_line: dict[int, Record] = {}
     for record in records:
         _, _, where = record.source.rpartition(":line ")
         if where.isdigit():
             by_line[int(where)] = record
     rows = []
     for check in checks:
-        record = by_line.get(int(check["line"]))
-        if record is None:
+        checked = by_line.get(int(check["line"]))
+        if checked is None:
             continue  # dropped by cleaning
-        given = record.genre or NO_GENRE
-        rows.append((check["genre"], given, check.get("confidence", "sure"), record.genre_source))
+        given = checked.genre or NO_GENRE
+        rows.append((check["genre"], given, check.get("confidence", "sure"), checked.genre_source))
     if not rows:
         raise DataError(f"--data.genre-check {check_file}: no checked line is in this dataset")
 

@@ -112,7 +112,7 @@ def compressed(path: Path) -> bool:
 def open_bytes(path: Path) -> io.BufferedIOBase:
     """The file's bytes, decompressed when its name ends in ``.gz``."""
     if compressed(path):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")
     return path.open("rb")
 
 
