@@ -520,6 +520,12 @@ class ServeConfig(_Section):
         return self
 
 
+#: The metric groups of ``taleforge evaluate``, declared once (evaluate.dataset derives its list).
+MetricGroup = Literal[
+    "perplexity", "diversity", "repetition", "references", "relevance", "genre", "length", "cliche"
+]
+
+
 class EvalConfig(_Section):
     """Evaluation (``taleforge evaluate``): perplexity, generation metrics, reports, sweeps.
 
@@ -553,19 +559,7 @@ class EvalConfig(_Section):
         description="Score the perplexity of at most this many texts, evenly spread over the "
         "split or file; 0 = all.",
     )
-    metrics: tuple[
-        Literal[
-            "perplexity",
-            "diversity",
-            "repetition",
-            "references",
-            "relevance",
-            "genre",
-            "length",
-            "cliche",
-        ],
-        ...,
-    ] = Field(
+    metrics: tuple[MetricGroup, ...] = Field(
         (),
         description="Metric groups to compute: perplexity, diversity, repetition, references "
         "(BLEU/chrF), relevance, genre, length, cliche; default: all that apply.",

@@ -8,8 +8,9 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
-from taleforge.config import TaleforgeConfig
+from taleforge.config import MetricGroup, TaleforgeConfig
 from taleforge.data import load_prepared, prepare, read_dataset
 from taleforge.data.prepare import MANIFEST
 from taleforge.evaluate.errors import EvaluationError
@@ -18,16 +19,7 @@ from taleforge.models import training_base
 
 log = logging.getLogger(__name__)
 
-METRIC_GROUPS: tuple[str, ...] = (
-    "perplexity",
-    "diversity",
-    "repetition",
-    "references",
-    "relevance",
-    "genre",
-    "length",
-    "cliche",
-)
+METRIC_GROUPS: tuple[str, ...] = get_args(MetricGroup)
 GENERATION_GROUPS = frozenset(METRIC_GROUPS) - {"perplexity"}
 
 
