@@ -172,6 +172,8 @@ def judge_error(exc: Exception, url: str, model: str | None = None) -> Evaluatio
     """Our error, saying what to change, for an error of the OpenAI client."""
     import openai
 
+    from taleforge.generate.remote import server_message
+
     if isinstance(exc, openai.APIConnectionError):  # also APITimeoutError
         reason = str(exc.__cause__ or exc).splitlines()[0][:200]
         return EvaluationError(
@@ -184,17 +186,13 @@ def judge_error(exc: Exception, url: str, model: str | None = None) -> Evaluatio
             "or set $OPENAI_API_KEY to a key it accepts"
         )
     if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        error = body.get("error", body)
-        message = str((isinstance(error, dict) and error.get("message")) or exc.message)
+        message = server_message(exc)
         if exc.status_code == 404 and model is not None:
             return EvaluationError(
                 f"the judge server at {url} does not serve '{model}' ({message[:300]}): pass "
                 "--judge-model with one it lists at /v1/models"
             )
-        return EvaluationError(
-            f"the judge server at {url} answered {exc.status_code}: {message[:500]}"
-        )
+        return EvaluationError(f"the judge server at {url} answered {exc.status_code}: {message}")
     return EvaluationError(f"the judge server at {url} failed: {exc}")
 
 

@@ -83,7 +83,7 @@ def remote_error(exc: Exception, url: str, model: str | None = None) -> Taleforg
             f"${API_KEY_ENV} to an API key it accepts"
         )
     if isinstance(exc, openai.APIStatusError):
-        message = _server_message(exc)
+        message = server_message(exc)
         if exc.status_code == 404 and model is not None:
             return ConfigError(
                 f"the remote server at {url} does not serve '{model}' ({message}): set "
@@ -99,7 +99,8 @@ def remote_error(exc: Exception, url: str, model: str | None = None) -> Taleforg
     raise exc
 
 
-def _server_message(exc: Any) -> str:
+def server_message(exc: Any) -> str:
+    """The error message an OpenAI-compatible server put in its answer, at most 500 characters."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         error = body.get("error", body)
