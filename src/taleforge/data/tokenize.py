@@ -31,6 +31,15 @@ def split_of(text: str, config: DataConfig) -> str:
     return "train"
 
 
+def spread_indices(count: int, most: int) -> list[int]:
+    """At most ``most`` of ``count`` positions (0 = all), evenly spaced, so that every part
+    of a split (its sources come in order) is represented."""
+    if not most or count <= most:
+        return list(range(count))
+    step = count / most
+    return [int(i * step) for i in range(most)]
+
+
 def assign_splits(records: Sequence[Record], config: DataConfig) -> dict[str, list[Record]]:
     """Each record's split; the later parts of a work follow its opening part."""
     splits: dict[str, list[Record]] = {name: [] for name in SPLITS}

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from taleforge.config import EvalConfig, TaleforgeConfig, make_sampling
 from taleforge.data import DataError
+from taleforge.data.tokenize import spread_indices
 from taleforge.evaluate import metrics as m
 from taleforge.evaluate.cliche import find_cliches
 from taleforge.evaluate.dataset import (
@@ -46,14 +47,6 @@ from taleforge.generate import Story, StoryGenerator
 from taleforge.models import load_model, resolve_spec
 
 log = logging.getLogger(__name__)
-
-
-def spread(items: Sequence[Any], most: int) -> list[Any]:
-    """At most ``most`` items (0 = all), evenly spaced, so that every part is represented."""
-    if not most or len(items) <= most:
-        return list(items)
-    step = len(items) / most
-    return [items[int(i * step)] for i in range(most)]
 
 
 @dataclass(frozen=True)
@@ -231,7 +224,7 @@ def _evaluate_model(
     result_ppl = None
     if "perplexity" in groups:
         window = min(ev.window, generator.context_length)
-        records = spread(data.records, ev.max_texts)
+        records = [data.records[i] for i in spread_indices(len(data.records), ev.max_texts)]
         sequences = []
         for record in records:
             context, chat = story_context(

@@ -27,6 +27,7 @@ from filelock import FileLock
 
 from taleforge.config import TaleforgeConfig
 from taleforge.data import PreparedData, load_prepared, prepare
+from taleforge.data.tokenize import spread_indices
 from taleforge.errors import ConfigError
 from taleforge.models import ModelMetadata, training_base
 from taleforge.tracking import flatten, make_tracker, perplexity
@@ -108,11 +109,8 @@ def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
 
 
 def _spread(rows: Any, most: int) -> Any:
-    """At most ``most`` rows (0 = all), evenly spaced so that every part of a split is seen."""
-    if not most or len(rows) <= most:
-        return rows
-    step = len(rows) / most
-    return rows.select([int(i * step) for i in range(most)])
+    """At most ``most`` rows of a dataset split (0 = all), evenly spaced."""
+    return rows if not most or len(rows) <= most else rows.select(spread_indices(len(rows), most))
 
 
 def _is_main_process() -> bool:
