@@ -68,7 +68,7 @@ mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///runs/mlflow.db \
 		--default-artifact-root runs/mlartifacts --host 127.0.0.1 --port 5000
 
-## story-model: re-train the default story model on data/corpus (about 80 minutes on 2 CPU
+## story-model: re-train the default story model on data/corpus (about 90 minutes on 2 CPU
 ## cores; a killed run continues from its last checkpoint when re-run)
 story-model: setup
 	$(VENV)/bin/taleforge train --config corpus-finetune

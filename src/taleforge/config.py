@@ -201,6 +201,8 @@ class SamplingParams(_Section):
         return self.temperature == 0.0
 
 
+#: What ``--data.train-repeat`` weights: a record kind, or "short" for a whole short piece.
+TrainRepeatKey = Literal["short", "story", "poem", "dialogue", "fable"]
 DataFormat = Literal["auto", "csv", "tsv", "txt", "jsonl", "json", "writingprompts", "folder", "hf"]
 
 
@@ -266,6 +268,14 @@ class DataConfig(_Section):
         ge=0,
         description="Cut training texts longer than this many words after a paragraph (the "
         "rest is not trained on; 0 = off). Validation and test keep whole texts.",
+    )
+    train_repeat: dict[TrainRepeatKey, int] = Field(
+        default_factory=dict,
+        description="Repeat training examples of a kind this many times, to weight the "
+        "mixture a short run sees: a record kind (story, poem, dialogue, fable), or 'short' "
+        "for a whole piece short enough to be asked for as short (it counts before its "
+        "kind), e.g. "
+        "{short = 2, dialogue = 2}.",
     )
     genre_from: Literal["auto", "column", "tag", "classifier", "none"] = Field(
         "auto",

@@ -10,9 +10,11 @@ import pytest
 
 from taleforge.config import DataConfig
 from taleforge.data.genres import check_genres
+from taleforge.data.prepare import training_selection
 from taleforge.data.readers import number_parts, read_dataset
 from taleforge.data.records import DataError, Record
 from taleforge.data.templates import (
+    SHORT_STORY_WORDS,
     dialogue_lines,
     premise_of,
     render,
@@ -142,6 +144,29 @@ def test_the_chat_template_asks_the_way_the_studio_asks():
     # a later part is the story so far, with no request: what continue mode sees
     later = record.with_(part=2)
     assert render(later, "chat", True, fake_chat).prefix == ""
+
+
+def test_a_whole_story_longer_than_short_is_asked_for_as_long():
+    words = " ".join(["word"] * (SHORT_STORY_WORDS + 1)) + "."
+    record = Record(text=words, genre="fantasy", kind="story")
+    assert "Write a long fantasy story" in render(record, "chat", True, fake_chat).prefix
+    assert render(record, "chat", True, fake_chat).ends
+
+
+def test_train_repeat_weights_whole_short_pieces_and_kinds():
+    short = Record(text=STORY, kind="story")
+    cut = Record(text=" ".join([STORY] * 20), kind="story")  # cut below: not whole
+    scene = Record(text="A: Hello there, friend.\nB: Hello.", kind="dialogue", part=0, ends=False)
+    poem = Record(text="Roses fade\nand so do we", kind="poem")
+    config = DataConfig(train_truncate_words=100, train_repeat={"short": 3, "dialogue": 2})
+    selected = training_selection([short, cut, scene, poem], config)
+    texts = [r.text for r in selected]
+    assert texts.count(STORY) == 3
+    assert texts.count(poem.text) == 3  # a whole short poem counts as short
+    assert texts.count(scene.text) == 2
+    assert sum(r.kind == "story" and not r.ends for r in selected) == 1
+    with pytest.raises(ValueError, match="train_repeat"):
+        DataConfig(train_repeat={"novel": 2})
 
 
 def test_poems_and_dialogue_are_asked_for_in_their_form():

@@ -31,7 +31,13 @@ from taleforge.data.clean import clean_records
 from taleforge.data.genres import GenreClassifier, assign_genres, check_genres, save_classifier
 from taleforge.data.readers import read_dataset
 from taleforge.data.records import DataError
-from taleforge.data.templates import Rendered, render, special_tokens, truncate_words
+from taleforge.data.templates import (
+    Rendered,
+    is_whole_short,
+    render,
+    special_tokens,
+    truncate_words,
+)
 from taleforge.data.tokenize import SPLITS, assign_splits, empty_dataset, tokenize_splits
 from taleforge.files import replace_dir
 
@@ -249,7 +255,8 @@ def prepare(config: DataConfig, tokenizer_spec: str, *, force: bool = False) -> 
 
 
 def training_selection(records: list[Any], config: DataConfig) -> list[Any]:
-    """The training split as trained on: the first parts of each work, cut to a length."""
+    """The training split as trained on: the first parts of each work, cut to a length,
+    each kind repeated as ``train_repeat`` weights it."""
     if config.train_max_parts:
         records = [r for r in records if r.part < config.train_max_parts]
     if config.train_truncate_words:
@@ -258,6 +265,12 @@ def training_selection(records: list[Any], config: DataConfig) -> list[Any]:
             text = truncate_words(record.text, config.train_truncate_words)
             cut.append(record if text == record.text else record.with_(text=text, ends=False))
         records = cut
+    if config.train_repeat:
+        repeated = []
+        for record in records:
+            key = "short" if is_whole_short(record) else (record.kind or "story")
+            repeated += [record] * config.train_repeat.get(key, 1)
+        records = repeated
     return records
 
 

@@ -32,7 +32,9 @@ from taleforge.genres import genre_tag
 
 RenderChat = Callable[[list[dict[str, str]]], str]
 #: A whole story up to this many words is asked for as "short", a longer one as "long".
-SHORT_STORY_WORDS = 400
+#: About what fits in a default-length generation (300 tokens), so that a "short" story
+#: asked for at the default settings can end on its own.
+SHORT_STORY_WORDS = 250
 _SENTENCE_RE = re.compile(r"[^.!?…\n]+(?:[.!?…]+[\"'”’)]*|\n|$)")
 _WORD_RE = re.compile(r"[a-z']+")
 _SPEAKER_RE = re.compile(r"^([A-Z][A-Za-z .'-]{0,40}):\s*$")
@@ -44,6 +46,11 @@ class Rendered(NamedTuple):
     prefix: str
     story: str
     ends: bool = True
+
+
+def is_whole_short(record: Record) -> bool:
+    """Whether a record is a whole piece (it ends) of at most :data:`SHORT_STORY_WORDS`."""
+    return record.ends and record.part == 0 and len(record.text.split()) <= SHORT_STORY_WORDS
 
 
 def sentences(text: str) -> list[str]:
@@ -133,8 +140,7 @@ def _render_chat(record: Record, genre_tags: bool, render_chat: RenderChat) -> R
         speakers = _speakers(text)
         names = [", ".join(speakers[:-1]), speakers[-1]] if len(speakers) > 1 else speakers
         premise = " and ".join(names) if speakers else "two people talk"
-    whole_short = record.ends and len(record.text.split()) <= SHORT_STORY_WORDS
-    length = "short" if whole_short else "long"
+    length = "short" if is_whole_short(record) else "long"
     request = instruction(mode, premise, genre, length=length)
     header = render_chat(
         [
