@@ -250,6 +250,81 @@ def test_a_password_change_logs_out_the_other_sessions(server, writer):
     assert laptop.log_in("a brand new password").status_code == 303
 
 
+def change_password(person: Writer, new: str = "a brand new password") -> httpx.Response:
+    page = person.http.get("/account")
+    return person.http.post(
+        "/account/password",
+        data={"current": PASSWORD, "new": new, "new2": new, "csrf_token": form_token(page.text)},
+    )
+
+
+def test_a_cookie_replayed_after_logout_is_refused(server, writer):
+    ada = writer()
+    stolen = ada.http.cookies["taleforge_session"]
+    assert ada.http.post("/logout", data={"csrf_token": ada.csrf()}).status_code == 303
+    replayed = httpx.get(f"{server}/api/me", cookies={"taleforge_session": stolen})
+    assert replayed.status_code == 401
+    assert "log in" in replayed.json()["error"]["message"]
+
+
+def test_log_out_everywhere_ends_every_session_of_the_writer(server, writer):
+    ada, bob = writer(), writer()
+    laptop = Writer(server, ada.name)
+    assert laptop.log_in().status_code == 303
+    page = ada.http.get("/account")
+    assert "Log out everywhere" in page.text
+    ended = ada.http.post("/logout/everywhere", data={"csrf_token": form_token(page.text)})
+    assert ended.status_code == 303 and ended.headers["location"] == "/login"
+    assert ada.http.get("/api/me").status_code == 401
+    assert laptop.http.get("/api/me").status_code == 401
+    assert bob.http.get("/api/me").json()["username"] == bob.name  # other writers stay
+
+
+def test_a_password_change_ends_the_api_tokens(server, writer):
+    ada = writer()
+    token = ada.api("POST", "/api/tokens", json={"name": "script"}).json()["token"]
+    bearer = {"authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server}/api/me", headers=bearer).status_code == 200
+    assert change_password(ada).status_code == 303
+    refused = httpx.get(f"{server}/api/me", headers=bearer)
+    assert refused.status_code == 401
+    assert "not valid" in refused.json()["error"]["message"]
+    assert ada.http.get("/api/tokens").json()["tokens"] == []
+
+
+def test_an_idle_or_old_session_is_refused(server, writer, module_database):
+    """Sessions past the idle or the absolute lifetime (serve.session_idle_seconds,
+    serve.session_max_seconds, read from the server's config) end: aged in the database."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from taleforge.config import ServeConfig
+    from taleforge.store import Database
+    from taleforge.store.models import LoginSession, User, now
+
+    defaults = ServeConfig()
+    db = Database(module_database)
+    try:
+        for column, lifetime in [
+            (LoginSession.last_seen_at, defaults.session_idle_seconds),
+            (LoginSession.created_at, defaults.session_max_seconds),
+        ]:
+            ada = writer()
+            assert ada.http.get("/api/me").status_code == 200
+            with db.session() as session:
+                user_id = session.scalar(User.__table__.select().with_only_columns(User.id)
+                                         .where(User.username == ada.name))  # fmt: skip
+                session.execute(
+                    update(LoginSession)
+                    .where(LoginSession.user_id == user_id)
+                    .values({column: now() - timedelta(seconds=lifetime + 5)})
+                )
+            assert ada.http.get("/api/me").status_code == 401, column
+    finally:
+        db.dispose()
+
+
 def test_the_account_page_makes_tokens_and_escapes_their_names(server, writer):
     ada = writer()
     page = ada.http.get("/account")
