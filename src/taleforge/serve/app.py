@@ -6,6 +6,7 @@ public share link, optional basic auth).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -83,7 +84,12 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if serve.share:
             threading.Thread(target=_open_share_link, args=(serve.port,), daemon=True).start()
-        yield
+        pruning = asyncio.create_task(ctx.exports.prune_forever())
+        try:
+            yield
+        finally:
+            pruning.cancel()
+            ctx.exports.remove()
 
     app = FastAPI(
         title="taleforge",
@@ -138,6 +144,10 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
 
     ui = build_ui(registry, ctx)
     ui.queue(default_concurrency_limit=None, max_size=None)
+    # Gradio copies a handler's file into its cache (a shared temporary folder) unless it is
+    # there already: the private export folder is the cache of every block.
+    for block in (ui, *ui.blocks.values()):
+        block.GRADIO_CACHE = str(ctx.exports.root)
 
     def gradio_user(request: Request) -> str | None:
         account = request.scope.get("state", {}).get("account")
@@ -150,6 +160,7 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
         css=CSS,
         footer_links=["api"],
         auth_dependency=gradio_user,
+        allowed_paths=[str(ctx.exports.root)],
     )
 
 
