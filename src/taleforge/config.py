@@ -527,7 +527,8 @@ class ServeConfig(_Section):
         (),
         description="Addresses or networks (CIDR) of the reverse proxies whose "
         "X-Forwarded-For and X-Forwarded-Proto are believed, e.g. 127.0.0.1 for nginx on the "
-        "same machine (default: none, so no client can claim another address).",
+        "same machine; '*' believes every peer (only when nothing but the proxy can reach the "
+        "server). Default: none, so no client can claim another address.",
     )
     session_idle_seconds: int = Field(
         3 * 86_400,
@@ -578,12 +579,14 @@ class ServeConfig(_Section):
 
         addresses = tuple(part.strip() for value in values for part in value.split(","))
         for address in addresses:
+            if address == "*":
+                continue
             try:
                 ipaddress.ip_network(address, strict=False)
             except ValueError:
                 raise ValueError(
                     f"{address!r} is not an IP address or network: give the proxy's address, "
-                    "e.g. 127.0.0.1 or 10.0.0.0/8"
+                    "e.g. 127.0.0.1 or 10.0.0.0/8 (or '*' for every peer)"
                 ) from None
         return addresses
 
