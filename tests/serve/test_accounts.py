@@ -121,6 +121,7 @@ def test_the_session_cookie_is_signed_httponly_and_samesite(server):
     cookie = eve.sign_up().headers["set-cookie"]
     assert cookie.startswith("taleforge_session=")
     assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+    assert "path=/" in cookie.lower() and "domain=" not in cookie.lower()  # host-only
     value = eve.http.cookies["taleforge_session"]
     forged = httpx.Client(base_url=server, cookies={"taleforge_session": value[:-4] + "AAAA"})
     assert forged.get("/api/me").status_code == 401
@@ -265,6 +266,19 @@ def test_a_cookie_replayed_after_logout_is_refused(server, writer):
     replayed = httpx.get(f"{server}/api/me", cookies={"taleforge_session": stolen})
     assert replayed.status_code == 401
     assert "log in" in replayed.json()["error"]["message"]
+
+
+def test_log_in_starts_a_new_session(server, writer):
+    """A cookie planted before log-in (session fixation) never becomes a logged-in one."""
+    ada = writer()
+    ada.http.post("/logout", data={"csrf_token": ada.csrf()})
+    ada.http.get("/login")
+    planted = ada.http.cookies["taleforge_session"]
+    assert ada.log_in().status_code == 303
+    assert ada.http.cookies["taleforge_session"] != planted
+    assert ada.http.get("/api/me").status_code == 200
+    replayed = httpx.get(f"{server}/api/me", cookies={"taleforge_session": planted})
+    assert replayed.status_code == 401
 
 
 def test_log_out_everywhere_ends_every_session_of_the_writer(server, writer):

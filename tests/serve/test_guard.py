@@ -120,6 +120,8 @@ def test_the_default_allow_list_is_the_bound_address_and_loopback():
     assert host_allowed("192.168.1.5:7860", lan) and not host_allowed("192.168.1.6", lan)
     everywhere = allowed_hosts(config(host="0.0.0.0", accounts=True))
     assert not host_allowed("192.168.1.5", everywhere)
+    assert not host_allowed("abc123.gradio.live", local)
+    assert host_allowed("abc123.gradio.live", allowed_hosts(config(share=True)))
 
 
 @pytest.mark.parametrize(
@@ -190,6 +192,8 @@ HEADERS = {
 
 
 def check_headers(response: httpx.Response) -> None:
+    if response.content:
+        assert response.headers["content-type"], response.url
     for name, value in HEADERS.items():
         assert response.headers.get(name) == value, (response.url, name, response.headers)
     policy = response.headers.get("content-security-policy", "")

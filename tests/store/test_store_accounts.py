@@ -98,6 +98,7 @@ def test_sessions_end_on_log_out_everywhere_password_change_and_deletion(databas
         return accounts.session_account(session_id, *live) is not None
 
     one, two, bobs = (accounts.start_session(a) for a in (ada, ada, bob))
+    assert len({one, two, bobs}) == 3 and min(map(len, (one, two, bobs))) >= 43  # 256 bits
     assert alive(one) and alive(two) and accounts.session_account(bobs, *live) == bob
     accounts.end_session(one)
     assert not alive(one) and alive(two)

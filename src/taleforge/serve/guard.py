@@ -28,6 +28,8 @@ LOCAL_NAMES = ("localhost", ".localhost")
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 #: Addresses that mean "every interface": not a name a browser uses.
 ANY_ADDRESS = ("0.0.0.0", "::", "")
+#: The names of Gradio's public share links (``--share``).
+SHARE_HOSTS = ".gradio.live"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 #: The studio (Gradio 6) runs inline scripts and styles, compiles the browser-side handlers
@@ -69,10 +71,13 @@ class AllowedHosts:
 
 
 def allowed_hosts(serve: ServeConfig) -> AllowedHosts:
-    """The bound address, the localhost names, the loopback range and ``serve.allowed_hosts``."""
+    """The bound address, the localhost names, the loopback range, ``serve.allowed_hosts``
+    and, with ``serve.share``, the share link's names."""
     names: set[str] = set()
     networks = list(LOOPBACK)
     entries = [*LOCAL_NAMES, *serve.allowed_hosts]
+    if serve.share:  # the public link's tunnel forwards the link's own name
+        entries.append(SHARE_HOSTS)
     if serve.host.lower() not in ANY_ADDRESS:
         entries.append(serve.host.lower())
     for entry in entries:
