@@ -25,6 +25,7 @@ def test_exports_are_owner_only_whatever_the_umask(tmp_path):
     assert path.read_bytes() == b"Once upon a time." and path.name == "the-tale.txt"
     assert path.parent.parent == exports.root  # a plain name: never outside the folder
     assert mode(path) == 0o600 and mode(path.parent) == 0o700 and mode(exports.root) == 0o700
+    assert exports.write("", b"x").name == "export"
     exports.remove()
     assert not exports.root.exists()
 

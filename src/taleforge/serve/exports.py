@@ -34,7 +34,7 @@ class ExportFolder:
     def write(self, name: str, data: bytes) -> Path:
         """Save ``data`` as ``name`` (a plain file name) owner-only (0600); the file's path."""
         self.prune()
-        path = Path(tempfile.mkdtemp(dir=self.root)) / Path(name).name
+        path = Path(tempfile.mkdtemp(dir=self.root)) / (Path(name).name or "export")
         private_file(path)
         path.write_bytes(data)
         return path
