@@ -240,6 +240,11 @@ def build_server(config: TaleforgeConfig, registry: ModelRegistry | None = None)
             "use HTTPS (--serve.ssl-certfile/--serve.ssl-keyfile) or a TLS proxy in front",
             settings.host,
         )
+    if settings.host in guard.ANY_ADDRESS and not settings.allowed_hosts:
+        log.warning(
+            "listening on every address, but answering only localhost and 127.0.0.1: name "
+            "the host writers type with --allowed-host (e.g. --allowed-host 192.168.1.20)"
+        )
     return uvicorn.Server(
         uvicorn.Config(
             create_app(config, registry),
