@@ -294,6 +294,27 @@ def test_log_out_everywhere_ends_every_session_of_the_writer(server, writer):
     assert bob.http.get("/api/me").json()["username"] == bob.name  # other writers stay
 
 
+def test_deleting_the_account_ends_its_sessions_and_tokens(server, writer):
+    ada, bob = writer(), writer()
+    laptop = Writer(server, ada.name)
+    assert laptop.log_in().status_code == 303
+    token = ada.api("POST", "/api/tokens", json={"name": "script"}).json()["token"]
+    sid = ada.api("POST", "/api/stories", json={"title": "Mine", "text": "words"}).json()["id"]
+    stolen = ada.http.cookies["taleforge_session"]
+    csrf = form_token(ada.http.get("/account").text)
+    wrong = ada.http.post("/account/delete", data={"password": "not it", "csrf_token": csrf})
+    assert wrong.status_code == 400 and "password is wrong" in wrong.text
+    gone = ada.http.post("/account/delete", data={"password": PASSWORD, "csrf_token": csrf})
+    assert gone.status_code == 303 and gone.headers["location"] == "/login"
+    assert httpx.get(f"{server}/api/me", cookies={"taleforge_session": stolen}).status_code == 401
+    assert laptop.http.get("/api/me").status_code == 401
+    bearer = {"authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server}/api/me", headers=bearer).status_code == 401
+    assert ada.log_in().status_code == 401
+    assert bob.http.get(f"/api/stories/{sid}").status_code == 404
+    assert bob.http.get("/api/me").json()["username"] == bob.name
+
+
 def test_a_password_change_ends_the_api_tokens(server, writer):
     ada = writer()
     token = ada.api("POST", "/api/tokens", json={"name": "script"}).json()["token"]

@@ -344,6 +344,26 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
         )
         return RedirectResponse("/account", status_code=303)
 
+    @router.post("/account/delete")
+    async def delete_account(
+        request: Request, password: str = Form("", max_length=2000), csrf_token: str = Form("")
+    ) -> Response:
+        if not csrf_ok(request, csrf_token):
+            return refuse(request)
+        account = account_of(request)
+        refused = limited(request, account.username)
+        if refused is not None:
+            return with_retry(
+                await account_view(request, account, 429, error=str(refused)), refused
+            )
+        try:
+            await run_in_threadpool(accounts.delete_account, account, password)
+        except AccountError as exc:
+            return await account_view(request, account, 400, error=str(exc))
+        log.info("account %s deleted", account.username)
+        request.session.clear()
+        return RedirectResponse("/login" if ctx.accounts_required else "/", status_code=303)
+
     @router.post("/account/tokens")
     async def new_token(
         request: Request, name: str = Form("api", max_length=100), csrf_token: str = Form("")

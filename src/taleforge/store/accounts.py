@@ -155,6 +155,18 @@ class Accounts:
                 .values(revoked_at=now())
             )
 
+    def delete_account(self, account: Account, password: str) -> None:
+        """Delete the account and all it owns: stories, ratings, API tokens, sessions.
+
+        Raises:
+            AccountError: The password is wrong (or the account is the local writer).
+        """
+        if account.is_local or self.authenticate(account.username, password) is None:
+            raise AccountError("the password is wrong")
+        with self.db.session() as session:
+            # the database cascades to stories (and their versions), ratings, tokens, sessions
+            session.execute(delete(User).where(User.id == account.id))
+
     def get(self, user_id: int) -> Account | None:
         with self.db.session() as session:
             user = session.get(User, user_id)
