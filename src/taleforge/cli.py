@@ -33,7 +33,7 @@ from taleforge.errors import ConfigError, TaleforgeError
 
 log = logging.getLogger("taleforge")
 
-#: Flags that ``generate`` offers under short names, mapped to their dotted config keys.
+#: Flags offered under short names, mapped to their dotted config keys.
 _SHORT_FLAGS: dict[str, str] = {
     "--input": "data.input",
     "--output": "data.output",
@@ -44,6 +44,9 @@ _SHORT_FLAGS: dict[str, str] = {
     "--mode": "generate.mode",
     "--genre": "generate.genre",
     "--context-length": "generate.context_length",
+    # one value per flag, repeated for several (as nginx's and Django's settings read)
+    "--allowed-host": "serve.allowed_hosts",
+    "--cors-origin": "serve.cors_origins",
 }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -445,6 +446,23 @@ class TrainConfig(_Section):
         return self
 
 
+_HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_ORIGIN = re.compile(r"^https?://(?:[a-z0-9.-]+|\[[0-9a-f:]+\])(?::[0-9]{1,5})?$")
+
+
+def _is_host_name(value: str) -> bool:
+    """A DNS name or an IP address; a leading dot (every subdomain) is allowed."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    labels = value.lower().removeprefix(".").removesuffix(".").split(".")
+    return len(value) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+
+
 class ServeConfig(_Section):
     """The web app and HTTP API (``taleforge serve``)."""
 
@@ -503,6 +521,85 @@ class ServeConfig(_Section):
         600, ge=0, le=30 * 86_400, description="How long a deleted story can be restored."
     )
 
+    allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="Host names (or addresses) the server answers to besides the bound "
+        "address, localhost and the loopback range, e.g. stories.example.org; a leading dot "
+        "allows every subdomain (.example.org). Requests naming any other Host get 400, which "
+        "stops DNS-rebinding pages.",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        (),
+        description="Origins (scheme://host[:port]) whose pages may call the API with the "
+        "writer's cookies; other cross-origin requests get 403 (default: none).",
+    )
+    forwarded_allow_ips: tuple[str, ...] = Field(
+        (),
+        description="Addresses or networks (CIDR) of the reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed, e.g. 127.0.0.1 for nginx on the "
+        "same machine; '*' believes every peer (only when nothing but the proxy can reach the "
+        "server). Default: none, so no client can claim another address.",
+    )
+    session_idle_seconds: int = Field(
+        3 * 86_400,
+        ge=60,
+        le=90 * 86_400,
+        description="A log-in session unused this long ends (the writer logs in again).",
+    )
+    session_max_seconds: int = Field(
+        14 * 86_400,
+        ge=60,
+        le=365 * 86_400,
+        description="A log-in session ends this long after log-in, however much it is used.",
+    )
+    export_max_age_seconds: int = Field(
+        3_600,
+        ge=60,
+        le=7 * 86_400,
+        description="Files exported from the studio are deleted this long after they were made.",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not _is_host_name(value):
+                raise ValueError(
+                    f"{value!r} is not a host name: give the name alone, without scheme, port "
+                    "or path (stories.example.org, 192.168.1.5, or .example.org for every "
+                    "subdomain)"
+                )
+        return tuple(value.lower().rstrip(".") for value in values)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not _ORIGIN.match(value.lower()):
+                raise ValueError(
+                    f"{value!r} is not an origin: write scheme://host[:port] with no path, "
+                    "e.g. https://editor.example.org"
+                )
+        return tuple(value.lower() for value in values)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        addresses = tuple(part.strip() for value in values for part in value.split(","))
+        for address in addresses:
+            if address == "*":
+                continue
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{address!r} is not an IP address or network: give the proxy's address, "
+                    "e.g. 127.0.0.1 or 10.0.0.0/8 (or '*' for every peer)"
+                ) from None
+        return addresses
+
     @field_validator("rate_limit_generate", "rate_limit_login")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -527,6 +624,11 @@ class ServeConfig(_Section):
     def _tls_pair(self) -> ServeConfig:
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+        if self.session_idle_seconds > self.session_max_seconds:
+            raise ValueError(
+                f"session_idle_seconds ({self.session_idle_seconds}) is longer than "
+                f"session_max_seconds ({self.session_max_seconds}): make it shorter"
+            )
         return self
 
 

@@ -150,7 +150,7 @@ def test_a_migration_killed_midway_completes_when_run_again(tmp_path: Path):
     assert sqlite_integrity(url) == "ok"
     again = _db(url, "upgrade")
     assert again.returncode == 0, again.stderr
-    assert "0002" in again.stdout + again.stderr
+    assert "0003" in again.stdout + again.stderr
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM stories").fetchone()[0] == 400_000
         assert db.execute("SELECT text FROM stories WHERE id = 123456").fetchone()[0] == (

@@ -121,6 +121,7 @@ def test_the_session_cookie_is_signed_httponly_and_samesite(server):
     cookie = eve.sign_up().headers["set-cookie"]
     assert cookie.startswith("taleforge_session=")
     assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+    assert "path=/" in cookie.lower() and "domain=" not in cookie.lower()  # host-only
     value = eve.http.cookies["taleforge_session"]
     forged = httpx.Client(base_url=server, cookies={"taleforge_session": value[:-4] + "AAAA"})
     assert forged.get("/api/me").status_code == 401
@@ -248,6 +249,115 @@ def test_a_password_change_logs_out_the_other_sessions(server, writer):
     assert ada.http.get("/api/me").status_code == 200  # this session stays
     assert laptop.http.get("/api/me").status_code == 401  # the other is logged out
     assert laptop.log_in("a brand new password").status_code == 303
+
+
+def change_password(person: Writer, new: str = "a brand new password") -> httpx.Response:
+    page = person.http.get("/account")
+    return person.http.post(
+        "/account/password",
+        data={"current": PASSWORD, "new": new, "new2": new, "csrf_token": form_token(page.text)},
+    )
+
+
+def test_a_cookie_replayed_after_logout_is_refused(server, writer):
+    ada = writer()
+    stolen = ada.http.cookies["taleforge_session"]
+    assert ada.http.post("/logout", data={"csrf_token": ada.csrf()}).status_code == 303
+    replayed = httpx.get(f"{server}/api/me", cookies={"taleforge_session": stolen})
+    assert replayed.status_code == 401
+    assert "log in" in replayed.json()["error"]["message"]
+
+
+def test_log_in_starts_a_new_session(server, writer):
+    """A cookie planted before log-in (session fixation) never becomes a logged-in one."""
+    ada = writer()
+    ada.http.post("/logout", data={"csrf_token": ada.csrf()})
+    ada.http.get("/login")
+    planted = ada.http.cookies["taleforge_session"]
+    assert ada.log_in().status_code == 303
+    assert ada.http.cookies["taleforge_session"] != planted
+    assert ada.http.get("/api/me").status_code == 200
+    replayed = httpx.get(f"{server}/api/me", cookies={"taleforge_session": planted})
+    assert replayed.status_code == 401
+
+
+def test_log_out_everywhere_ends_every_session_of_the_writer(server, writer):
+    ada, bob = writer(), writer()
+    laptop = Writer(server, ada.name)
+    assert laptop.log_in().status_code == 303
+    page = ada.http.get("/account")
+    assert "Log out everywhere" in page.text
+    ended = ada.http.post("/logout/everywhere", data={"csrf_token": form_token(page.text)})
+    assert ended.status_code == 303 and ended.headers["location"] == "/login"
+    assert ada.http.get("/api/me").status_code == 401
+    assert laptop.http.get("/api/me").status_code == 401
+    assert bob.http.get("/api/me").json()["username"] == bob.name  # other writers stay
+
+
+def test_deleting_the_account_ends_its_sessions_and_tokens(server, writer):
+    ada, bob = writer(), writer()
+    laptop = Writer(server, ada.name)
+    assert laptop.log_in().status_code == 303
+    token = ada.api("POST", "/api/tokens", json={"name": "script"}).json()["token"]
+    sid = ada.api("POST", "/api/stories", json={"title": "Mine", "text": "words"}).json()["id"]
+    stolen = ada.http.cookies["taleforge_session"]
+    csrf = form_token(ada.http.get("/account").text)
+    wrong = ada.http.post("/account/delete", data={"password": "not it", "csrf_token": csrf})
+    assert wrong.status_code == 400 and "password is wrong" in wrong.text
+    gone = ada.http.post("/account/delete", data={"password": PASSWORD, "csrf_token": csrf})
+    assert gone.status_code == 303 and gone.headers["location"] == "/login"
+    assert httpx.get(f"{server}/api/me", cookies={"taleforge_session": stolen}).status_code == 401
+    assert laptop.http.get("/api/me").status_code == 401
+    bearer = {"authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server}/api/me", headers=bearer).status_code == 401
+    assert ada.log_in().status_code == 401
+    assert bob.http.get(f"/api/stories/{sid}").status_code == 404
+    assert bob.http.get("/api/me").json()["username"] == bob.name
+
+
+def test_a_password_change_ends_the_api_tokens(server, writer):
+    ada = writer()
+    token = ada.api("POST", "/api/tokens", json={"name": "script"}).json()["token"]
+    bearer = {"authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server}/api/me", headers=bearer).status_code == 200
+    assert change_password(ada).status_code == 303
+    refused = httpx.get(f"{server}/api/me", headers=bearer)
+    assert refused.status_code == 401
+    assert "not valid" in refused.json()["error"]["message"]
+    assert ada.http.get("/api/tokens").json()["tokens"] == []
+
+
+def test_an_idle_or_old_session_is_refused(server, writer, module_database):
+    """Sessions past the idle or the absolute lifetime (serve.session_idle_seconds,
+    serve.session_max_seconds, read from the server's config) end: aged in the database."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from taleforge.config import ServeConfig
+    from taleforge.store import Database
+    from taleforge.store.models import LoginSession, User, now
+
+    defaults = ServeConfig()
+    db = Database(module_database)
+    try:
+        for column, lifetime in [
+            (LoginSession.last_seen_at, defaults.session_idle_seconds),
+            (LoginSession.created_at, defaults.session_max_seconds),
+        ]:
+            ada = writer()
+            assert ada.http.get("/api/me").status_code == 200
+            with db.session() as session:
+                user_id = session.scalar(User.__table__.select().with_only_columns(User.id)
+                                         .where(User.username == ada.name))  # fmt: skip
+                session.execute(
+                    update(LoginSession)
+                    .where(LoginSession.user_id == user_id)
+                    .values({column: now() - timedelta(seconds=lifetime + 5)})
+                )
+            assert ada.http.get("/api/me").status_code == 401, column
+    finally:
+        db.dispose()
 
 
 def test_the_account_page_makes_tokens_and_escapes_their_names(server, writer):

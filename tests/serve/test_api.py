@@ -295,6 +295,9 @@ def test_https(tiny_model_dir, tmp_path, start_server):
             f"{url}/api/generate", json={"prompt": "a secret", "max_new_tokens": 5}, verify=False
         )
         assert response.status_code == 200
+        page = httpx.get(f"{url}/account", verify=False)  # sets the session cookie (CSRF)
+        assert "; secure" in page.headers["set-cookie"].lower()
+        assert page.headers["strict-transport-security"].startswith("max-age=")
         with pytest.raises(httpx.HTTPError):
             httpx.get(url.replace("https://", "http://") + "/health", timeout=5)
 

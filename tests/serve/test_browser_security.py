@@ -100,6 +100,64 @@ def test_script_in_titles_stories_prompts_and_chat_never_runs(tiny_studio, launc
         assert page.locator("iframe").count() == 0
 
 
+#: Collects every Content-Security-Policy violation the page reports.
+CSP_WATCH = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation",
+    (e) => window.__csp.push(e.violatedDirective + " " + e.blockedURI));
+"""
+
+
+def test_the_studio_works_under_its_csp_and_exports_files_owner_only(tiny_studio, launch_chromium):
+    import os
+    import stat
+    from urllib.parse import unquote
+
+    old_umask = os.umask(0)  # the server runs in this process: owner-only whatever the umask
+    try:
+        with launch_chromium() as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.set_default_timeout(60_000)
+            page.add_init_script(CSP_WATCH)
+            refused: list[str] = []
+            page.on(
+                "console",
+                lambda message: (
+                    refused.append(message.text)
+                    if "Content Security Policy" in message.text
+                    else None
+                ),
+            )
+            first = page.goto(tiny_studio)
+            assert first is not None
+            assert "frame-ancestors 'none'" in first.headers["content-security-policy"]
+            page.wait_for_selector("#prompt textarea")
+
+            page.fill("#prompt textarea", "The lantern maker's last lantern")
+            page.click("#write-btn")
+            wait_text(page, "#save-status", "autosaved")
+            page.click("#export-btn")
+            link = page.locator("#export [data-testid=download-link]")
+            link.first.wait_for()
+            href = str(link.first.get_attribute("href"))
+            exported = Path(unquote(href.split("file=", 1)[1]))
+            assert exported.is_file() and exported.read_text().strip()
+            assert stat.S_IMODE(exported.stat().st_mode) == 0o600, oct(exported.stat().st_mode)
+            assert stat.S_IMODE(exported.parent.stat().st_mode) == 0o700
+            downloaded = httpx.get(href if href.startswith("http") else tiny_studio + href)
+            assert downloaded.status_code == 200 and downloaded.text == exported.read_text()
+
+            open_library(page)
+            wait_text(page, "#library-table", "lantern")
+            page.click("button[role=tab]:has-text('Chat')")
+            page.click("button[role=tab]:has-text('Write')")
+            page.wait_for_timeout(1000)
+            assert page.evaluate("window.__csp") == []
+            assert refused == []
+    finally:
+        os.umask(old_umask)
+
+
 @pytest.mark.parametrize("module_database", ["sqlite", "postgresql"], indirect=True)
 def test_a_writer_never_sees_or_changes_another_writers_story_in_the_studio(
     tiny_model_dir, start_server, launch_chromium, module_database

@@ -24,11 +24,11 @@ def test_an_empty_database_migrates_to_the_current_schema(database_url):
     db = Database(database_url)
     assert db.revision() is None
     db.migrate()
-    assert db.revision() == "0002"
+    assert db.revision() == "0003"
     assert {"users", "stories", "story_versions", "ratings", "api_tokens"} <= db.tables()
     assert _schema_differences(db) == []
     db.migrate()  # every start migrates: a second time changes nothing
-    assert db.revision() == "0002"
+    assert db.revision() == "0003"
     db.dispose()
 
 
@@ -62,7 +62,7 @@ def test_stories_written_under_the_first_schema_survive_the_upgrade(database_url
             {"t": moment},
         )
     db.migrate()
-    assert db.revision() == "0002"
+    assert db.revision() == "0003"
     assert _schema_differences(db) == []
     ada = Accounts(db).get(1)
     assert ada is not None
@@ -83,7 +83,25 @@ def test_downgrade_to_the_first_schema_and_back(database_url):
     db.downgrade("0001")
     assert db.revision() == "0001" and "ratings" not in db.tables()
     db.migrate()
-    assert db.revision() == "0002" and _schema_differences(db) == []
+    assert db.revision() == "0003" and _schema_differences(db) == []
+    db.dispose()
+
+
+def test_accounts_and_tokens_survive_the_sessions_upgrade(database_url):
+    db = Database(database_url)
+    db.migrate("0002")
+    accounts = Accounts(db)
+    ada = accounts.sign_up("ada", "correct horse battery")
+    token = accounts.create_token(ada, "script")
+    assert "login_sessions" not in db.tables()
+    db.migrate()
+    assert db.revision() == "0003" and _schema_differences(db) == []
+    assert accounts.authenticate("ada", "correct horse battery") == ada
+    assert accounts.verify_token(token) == ada
+    session_id = accounts.start_session(ada)
+    assert accounts.session_account(session_id, 60, 120) == ada
+    db.downgrade("0002")
+    assert "login_sessions" not in db.tables() and accounts.verify_token(token) == ada
     db.dispose()
 
 
@@ -110,6 +128,6 @@ def test_the_db_command_shows_and_upgrades_the_schema(database_url, capsys):
     assert "revision 0001" in capsys.readouterr().out
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
-    assert "revision 0002" in out and "taleforge:taleforge@" not in out  # password hidden
+    assert "revision 0003" in out and "taleforge:taleforge@" not in out  # password hidden
     assert main(["db", "downgrade", "--database-url", database_url]) == 2
     assert "which revision" in capsys.readouterr().err

@@ -82,3 +82,33 @@ def test_api_tokens_work_until_revoked_and_only_for_their_owner(database):
     assert accounts.verify_token(token) == ada
     assert accounts.revoke_token(ada, info.id)
     assert accounts.verify_token(token) is None
+
+
+def test_sessions_end_on_log_out_everywhere_password_change_and_deletion(database):
+    from sqlalchemy import delete
+
+    from taleforge.store.models import User
+
+    accounts = Accounts(database)
+    ada = accounts.sign_up("ada", "correct horse battery")
+    bob = accounts.sign_up("bob", "correct horse battery")
+    live = 3600, 7200
+
+    def alive(session_id: str) -> bool:
+        return accounts.session_account(session_id, *live) is not None
+
+    one, two, bobs = (accounts.start_session(a) for a in (ada, ada, bob))
+    assert len({one, two, bobs}) == 3 and min(map(len, (one, two, bobs))) >= 43  # 256 bits
+    assert alive(one) and alive(two) and accounts.session_account(bobs, *live) == bob
+    accounts.end_session(one)
+    assert not alive(one) and alive(two)
+    assert accounts.end_sessions(ada) == 1 and not alive(two) and alive(bobs)
+
+    three, token = accounts.start_session(ada), accounts.create_token(ada)
+    accounts.change_password(ada, "correct horse battery", "a new password")
+    assert not alive(three) and accounts.verify_token(token) is None and alive(bobs)
+
+    with database.session() as session:  # an account deleted: its sessions go with it
+        session.execute(delete(User).where(User.id == bob.id))
+    assert not alive(bobs)
+    assert not alive("never issued") and not alive("x" * 500)

@@ -136,3 +136,19 @@ def test_two_processes_under_torchrun(tiny_model_dir, tiny_data, tmp_path):
     # each process takes half of every epoch's batches
     assert two == (one + 1) // 2
     assert load_model(str(double / "model")).kind.value == "local"
+
+
+def test_a_new_run_folder_is_owner_only_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    from taleforge.train.run import _read_state, _write_state
+
+    old = os.umask(0)
+    try:
+        _write_state(tmp_path / "runs" / "story", {"status": "running"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "runs" / "story").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "runs").stat().st_mode) == 0o700
+    assert _read_state(tmp_path / "runs" / "story") == {"status": "running"}

@@ -6,6 +6,7 @@ public share link, optional basic auth).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -25,15 +26,15 @@ from starlette.middleware.sessions import SessionMiddleware
 from taleforge import __version__
 from taleforge.config import TaleforgeConfig
 from taleforge.errors import ConfigError
+from taleforge.serve import guard
 from taleforge.serve.api import APIError, build_router
 from taleforge.serve.auth import (
     SESSION_COOKIE,
-    SESSION_DAYS,
     AccountMiddleware,
     build_auth_router,
     secret_key,
 )
-from taleforge.serve.context import AppContext
+from taleforge.serve.context import LOCAL_HOSTS, AppContext
 from taleforge.serve.library_api import build_library_router
 from taleforge.serve.limits import install as install_limits
 from taleforge.serve.metrics import METRICS_PATH, add_metrics_route
@@ -83,7 +84,12 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if serve.share:
             threading.Thread(target=_open_share_link, args=(serve.port,), daemon=True).start()
-        yield
+        pruning = asyncio.create_task(ctx.exports.prune_forever())
+        try:
+            yield
+        finally:
+            pruning.cancel()
+            ctx.exports.remove()
 
     app = FastAPI(
         title="taleforge",
@@ -120,29 +126,41 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
     app.include_router(build_library_router(ctx))
     app.include_router(build_auth_router(ctx))
     add_metrics_route(app, ctx.metrics)
-    # Middleware runs outermost-last-added: basic auth (optional) → session cookie → account.
+    # Middleware runs outermost-last-added: security headers → Host → Origin → CORS → basic
+    # auth (optional) → body limit → session cookie → account. The cookie is Secure whenever
+    # the request came over HTTPS (guard.SecurityHeaders), directly or through a trusted proxy.
     app.add_middleware(AccountMiddleware, ctx=ctx)
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret_key(ctx),
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_DAYS * 86_400,
+        max_age=serve.session_max_seconds,
         same_site="lax",
-        https_only=serve.ssl_certfile is not None,
     )
     install_limits(app, config)  # body size limit (outside the session), 429 for rate limits
     if serve.auth:
         _add_basic_auth(app, serve.auth)
+    guard.install(app, serve)
 
     ui = build_ui(registry, ctx)
     ui.queue(default_concurrency_limit=None, max_size=None)
+    # Gradio copies a handler's file into its cache (a shared temporary folder) unless it is
+    # there already: the private export folder is the cache of every block.
+    for block in (ui, *ui.blocks.values()):
+        block.GRADIO_CACHE = str(ctx.exports.root)
 
     def gradio_user(request: Request) -> str | None:
         account = request.scope.get("state", {}).get("account")
         return account.username if account is not None else None
 
     return gr.mount_gradio_app(
-        app, ui, path="/", css=CSS, footer_links=["api"], auth_dependency=gradio_user
+        app,
+        ui,
+        path="/",
+        css=CSS,
+        footer_links=["api"],
+        auth_dependency=gradio_user,
+        allowed_paths=[str(ctx.exports.root)],
     )
 
 
@@ -216,11 +234,16 @@ def build_server(config: TaleforgeConfig, registry: ModelRegistry | None = None)
         value = getattr(settings, name)
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"--{name.replace('_', '-')} {value}: no such file")
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.accounts:
+    if settings.host not in LOCAL_HOSTS and not settings.accounts:
         log.warning(
             "listening on %s: accounts are required (writers sign up on /signup); "
             "use HTTPS (--serve.ssl-certfile/--serve.ssl-keyfile) or a TLS proxy in front",
             settings.host,
+        )
+    if settings.host in guard.ANY_ADDRESS and not settings.allowed_hosts:
+        log.warning(
+            "listening on every address, but answering only localhost and 127.0.0.1: name "
+            "the host writers type with --allowed-host (e.g. --allowed-host 192.168.1.20)"
         )
     return uvicorn.Server(
         uvicorn.Config(
@@ -231,6 +254,10 @@ def build_server(config: TaleforgeConfig, registry: ModelRegistry | None = None)
             ssl_keyfile=settings.ssl_keyfile,
             log_level="warning",
             timeout_graceful_shutdown=5,
+            # X-Forwarded-For/-Proto only from the proxies named (uvicorn would believe any
+            # process on 127.0.0.1, which could then dodge the per-address log-in limit).
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=list(settings.forwarded_allow_ips) or None,
         )
     )
 

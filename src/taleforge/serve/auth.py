@@ -3,7 +3,10 @@
 - Anonymous mode (the default on 127.0.0.1): every request acts as the built-in local writer.
 - Accounts mode (``--serve.accounts``, and always when bound to a non-local address): the
   studio and the API need a log-in. Browsers get a signed session cookie (HttpOnly,
-  SameSite=Lax, Secure under HTTPS); programs send ``Authorization: Bearer tf_…`` API tokens.
+  SameSite=Lax, Secure under HTTPS) that names a server-side session: logging out (here or
+  everywhere), a password change or the idle and absolute lifetimes
+  (``serve.session_idle_seconds``, ``serve.session_max_seconds``) end it at once. Programs
+  send ``Authorization: Bearer tf_…`` API tokens.
 - Every state-changing form post carries a CSRF token bound to the session; JSON API writes
   authenticated by the cookie (not a token) carry it in the ``X-CSRF-Token`` header.
 """
@@ -23,6 +26,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from taleforge.files import private_dir
 from taleforge.serve.context import AppContext
 from taleforge.serve.limits import RateLimited
 from taleforge.store import Account, AccountError
@@ -30,7 +34,6 @@ from taleforge.store import Account, AccountError
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "taleforge_session"
-SESSION_DAYS = 14
 SECRET_ENV = "TALEFORGE_SECRET_KEY"
 #: Reachable without logging in.
 OPEN_PATHS = ("/health", "/metrics", "/login", "/signup", "/favicon.ico")
@@ -55,9 +58,10 @@ def secret_key(ctx: AppContext) -> str:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
         folder = base / "taleforge"
     path = folder / "secret_key"
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(descriptor, 0o600)  # whatever the umask
     except FileExistsError:
         key = path.read_text().strip()
         if len(key) >= 32:
@@ -110,13 +114,15 @@ class AccountMiddleware:
         self._local: Account | None = None
 
     def _from_session(self, session: dict[str, Any]) -> Account | None:
-        uid, stamp = session.get("uid"), session.get("stamp")
-        if not isinstance(uid, int) or not isinstance(stamp, str):
+        session_id = session.get("sid")
+        if not isinstance(session_id, str):
             return None
-        # Looked up on every request (a primary-key read): a changed password or a deleted
-        # account ends every other session at once, in every server process.
-        account = self.ctx.accounts.get(uid)
-        return account if account is not None and account.stamp == stamp else None
+        # Looked up on every request (a primary-key read): a log-out, a changed password or
+        # a deleted account ends the session at once, in every server process.
+        serve = self.ctx.config.serve
+        return self.ctx.accounts.session_account(
+            session_id, serve.session_idle_seconds, serve.session_max_seconds
+        )
 
     def _resolve(self, scope: Scope) -> tuple[Account | None, str]:
         if not self.ctx.accounts_required:
@@ -169,9 +175,9 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     accounts = ctx.accounts
 
-    def log_in(request: Request, account: Account) -> None:
+    async def log_in(request: Request, account: Account) -> None:
         request.session.clear()  # a new session: nothing carried over from before log-in
-        request.session.update(uid=account.id, stamp=account.stamp)
+        request.session["sid"] = await run_in_threadpool(accounts.start_session, account)
         request.session["csrf"] = secrets.token_urlsafe(32)
 
     def limited(request: Request, name: str) -> RateLimited | None:
@@ -246,7 +252,7 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
                 username=username,
                 error="Wrong user name or password.",
             )
-        log_in(request, account)
+        await log_in(request, account)
         return RedirectResponse(_safe_next(next), status_code=303)
 
     @router.get("/signup")
@@ -277,13 +283,25 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
             account = await run_in_threadpool(accounts.sign_up, username, password)
         except AccountError as exc:
             return _page("signup.html", request, 400, username=username, error=str(exc))
-        log_in(request, account)
+        await log_in(request, account)
         return RedirectResponse("/", status_code=303)
 
     @router.post("/logout")
     async def logout(request: Request, csrf_token: str = Form("")) -> Response:
         if not csrf_ok(request, csrf_token):
             return refuse(request)
+        session_id = request.session.get("sid")
+        if isinstance(session_id, str):
+            await run_in_threadpool(accounts.end_session, session_id)
+        request.session.clear()
+        return RedirectResponse("/login" if ctx.accounts_required else "/", status_code=303)
+
+    @router.post("/logout/everywhere")
+    async def logout_everywhere(request: Request, csrf_token: str = Form("")) -> Response:
+        if not csrf_ok(request, csrf_token):
+            return refuse(request)
+        ended = await run_in_threadpool(accounts.end_sessions, account_of(request))
+        log.info("%s logged out everywhere (%d sessions)", account_of(request).username, ended)
         request.session.clear()
         return RedirectResponse("/login" if ctx.accounts_required else "/", status_code=303)
 
@@ -320,11 +338,31 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
             await run_in_threadpool(accounts.change_password, account, current, new)
         except AccountError as exc:
             return await account_view(request, account, 400, error=str(exc))
-        fresh = await run_in_threadpool(accounts.get, account.id)
-        if fresh is not None:
-            log_in(request, fresh)  # this session stays; all others are logged out
-        request.session["flash"] = "Password changed. Other sessions are logged out."
+        await log_in(request, account)  # a new session here; all the others have ended
+        request.session["flash"] = (
+            "Password changed. Other sessions are logged out and API tokens revoked."
+        )
         return RedirectResponse("/account", status_code=303)
+
+    @router.post("/account/delete")
+    async def delete_account(
+        request: Request, password: str = Form("", max_length=2000), csrf_token: str = Form("")
+    ) -> Response:
+        if not csrf_ok(request, csrf_token):
+            return refuse(request)
+        account = account_of(request)
+        refused = limited(request, account.username)
+        if refused is not None:
+            return with_retry(
+                await account_view(request, account, 429, error=str(refused)), refused
+            )
+        try:
+            await run_in_threadpool(accounts.delete_account, account, password)
+        except AccountError as exc:
+            return await account_view(request, account, 400, error=str(exc))
+        log.info("account %s deleted", account.username)
+        request.session.clear()
+        return RedirectResponse("/login" if ctx.accounts_required else "/", status_code=303)
 
     @router.post("/account/tokens")
     async def new_token(

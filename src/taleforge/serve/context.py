@@ -8,6 +8,7 @@ from typing import Any
 
 from taleforge.config import TaleforgeConfig
 from taleforge.serve.cache import GenerationCache
+from taleforge.serve.exports import ExportFolder
 from taleforge.serve.limits import Limiter
 from taleforge.serve.metrics import ServerMetrics
 from taleforge.serve.registry import ModelRegistry
@@ -27,6 +28,8 @@ class AppContext:
     db: Database
     accounts: Accounts
     library: Library
+    #: The studio's exported files (private, deleted after serve.export_max_age_seconds).
+    exports: ExportFolder
     #: Seeded generations answered again without the model (serve.cache).
     cache: GenerationCache | None = None
     #: Rate limits on generation and log-in (serve.limits).
@@ -56,6 +59,7 @@ class AppContext:
             db=db,
             accounts=Accounts(db),
             library=Library(db, undo_seconds=config.serve.undo_seconds),
+            exports=ExportFolder.create(config.serve.export_max_age_seconds),
             cache=registry.cache,
             limiter=Limiter.from_config(config, metrics),
             metrics=metrics,

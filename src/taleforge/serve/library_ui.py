@@ -9,9 +9,7 @@ never shows one writer's story to another.
 from __future__ import annotations
 
 import html
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -277,9 +275,7 @@ class StudioLibrary:
         async def export(story_id: Any, fmt_name: str, request: gr.Request) -> str:
             _, record = await get(story_id, request)
             data = await run_in_threadpool(export_story, record, fmt_name)
-            folder = Path(tempfile.mkdtemp(prefix="taleforge-export-"))
-            path = folder / filename(record, fmt_name)
-            path.write_bytes(data)
+            path = await run_in_threadpool(self.ctx.exports.write, filename(record, fmt_name), data)
             return str(path)
 
         async def rate(

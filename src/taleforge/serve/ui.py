@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -21,6 +19,7 @@ import gradio as gr
 from taleforge.errors import TaleforgeError
 from taleforge.genres import GENRES
 from taleforge.serve.context import AppContext
+from taleforge.serve.exports import ExportFolder
 from taleforge.serve.library_ui import StudioLibrary, WriteParts, esc
 from taleforge.serve.limits import request_identity
 from taleforge.serve.registry import ModelRegistry
@@ -116,6 +115,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
     """The Blocks app; every handler goes through ``registry`` (admission, lazy loading)."""
     limits = registry.config.serve
     model_ids = [m.id for m in registry.offered()]
+    exports = ctx.exports if ctx is not None else ExportFolder.create(limits.export_max_age_seconds)
 
     def sampling(
         preset: str,
@@ -424,10 +424,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
             title = (prompt_text.strip().splitlines() or ["story"])[0][:60] or "story"
             slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() or "story"
             body = f"# {title}\n\n{story_text}\n" if fmt == ".md" else story_text + "\n"
-            folder = Path(tempfile.mkdtemp(prefix="taleforge-export-"))
-            path = folder / f"{slug}{fmt}"
-            path.write_text(body, encoding="utf-8")
-            return str(path)
+            return str(exports.write(f"{slug}{fmt}", body.encode("utf-8")))
 
         write_event = write_btn.click(
             on_write,

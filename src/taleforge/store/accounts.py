@@ -1,7 +1,9 @@
-"""Accounts: sign-up, log-in, password change (argon2), API tokens, the local user.
+"""Accounts: sign-up, log-in, password change (argon2), log-in sessions, API tokens, the
+local user.
 
-Passwords are hashed with argon2id (``argon2-cffi``); API tokens are random 256-bit strings
-stored as SHA-256 hashes and shown once, when created.
+Passwords are hashed with argon2id (``argon2-cffi``); API tokens and session ids are random
+256-bit strings stored as SHA-256 hashes (tokens are shown once, when created). A password
+change ends every session and revokes every token of the account.
 """
 
 from __future__ import annotations
@@ -9,17 +11,17 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from taleforge.errors import TaleforgeError
 from taleforge.store.db import Database
-from taleforge.store.models import ApiToken, User, now
+from taleforge.store.models import ApiToken, LoginSession, User, now
 
 #: The user every request acts as in anonymous (single-user, local) mode. It has no
 #: password, so nobody can log in as it.
@@ -27,6 +29,9 @@ LOCAL_USER = "local"
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 TOKEN_PREFIX = "tf_"
+#: How stale ``last_seen_at`` may get before a request writes it again (one write a minute
+#: per session at most; the idle lifetime is this much less precise).
+SEEN_EVERY = timedelta(seconds=60)
 
 _hasher = PasswordHasher()
 #: Verified against when the user does not exist, so "no such user" and "wrong password"
@@ -44,8 +49,6 @@ class Account:
 
     id: int
     username: str
-    #: Changes when the password does: sessions made before a change stop working.
-    stamp: str = field(default="", compare=False)
 
     @property
     def is_local(self) -> bool:
@@ -62,8 +65,12 @@ class TokenInfo:
 
 
 def _account(user: User) -> Account:
-    changed = user.password_changed_at
-    return Account(user.id, user.username, changed.replace(tzinfo=None).isoformat())
+    return Account(user.id, user.username)
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored in UTC), PostgreSQL aware ones."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _check_password(password: str) -> None:
@@ -140,6 +147,25 @@ class Accounts:
                 raise AccountError("this account no longer exists")
             user.password_hash = _hasher.hash(new)
             user.password_changed_at = now()
+            # whoever knew the old password may hold a session or a token: end them all
+            session.execute(delete(LoginSession).where(LoginSession.user_id == account.id))
+            session.execute(
+                update(ApiToken)
+                .where(ApiToken.user_id == account.id, ApiToken.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
+
+    def delete_account(self, account: Account, password: str) -> None:
+        """Delete the account and all it owns: stories, ratings, API tokens, sessions.
+
+        Raises:
+            AccountError: The password is wrong (or the account is the local writer).
+        """
+        if account.is_local or self.authenticate(account.username, password) is None:
+            raise AccountError("the password is wrong")
+        with self.db.session() as session:
+            # the database cascades to stories (and their versions), ratings, tokens, sessions
+            session.execute(delete(User).where(User.id == account.id))
 
     def get(self, user_id: int) -> Account | None:
         with self.db.session() as session:
@@ -164,6 +190,48 @@ class Accounts:
                     user = session.scalar(select(User).where(User.username == LOCAL_USER))
             assert user is not None
             return _account(user)
+
+    # -- log-in sessions -------------------------------------------------------------------
+
+    def start_session(self, account: Account) -> str:
+        """A new log-in session for ``account``; its id goes in the browser's cookie."""
+        session_id = secrets.token_urlsafe(32)
+        with self.db.session() as session:
+            session.add(LoginSession(id=_token_hash(session_id), user_id=account.id))
+        return session_id
+
+    def session_account(
+        self, session_id: str, idle_seconds: int, max_seconds: int
+    ) -> Account | None:
+        """The account of a live session, else None: unknown, ended, unused for longer than
+        ``idle_seconds`` or older than ``max_seconds`` (an expired session is deleted)."""
+        if len(session_id) > 200:
+            return None
+        moment = now()
+        with self.db.session() as session:
+            row = session.get(LoginSession, _token_hash(session_id))
+            if row is None:
+                return None
+            last_seen = _utc(row.last_seen_at)
+            idle = moment - last_seen > timedelta(seconds=idle_seconds)
+            if idle or moment - _utc(row.created_at) > timedelta(seconds=max_seconds):
+                session.delete(row)
+                return None
+            if moment - last_seen > SEEN_EVERY:
+                row.last_seen_at = moment
+            user = session.get(User, row.user_id)
+            return _account(user) if user is not None else None
+
+    def end_session(self, session_id: str) -> None:
+        """Log one browser out (nothing happens for an unknown id)."""
+        with self.db.session() as session:
+            session.execute(delete(LoginSession).where(LoginSession.id == _token_hash(session_id)))
+
+    def end_sessions(self, account: Account) -> int:
+        """Log ``account`` out everywhere; how many sessions ended."""
+        with self.db.session() as session:
+            result = session.execute(delete(LoginSession).where(LoginSession.user_id == account.id))
+            return int(getattr(result, "rowcount", 0) or 0)
 
     # -- API tokens ------------------------------------------------------------------------
 

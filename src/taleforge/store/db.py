@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from taleforge.errors import ConfigError, TaleforgeError
+from taleforge.files import private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,31 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file (and its folder) owner-only before SQLite opens it: it holds
+    password hashes and every story. SQLite gives its WAL and shared-memory files the same
+    permissions. A database left readable by others is made owner-only, with a warning."""
+    try:
+        private_dir(path.parent)
+        exposed = [
+            file
+            for file in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm")))
+            if file.exists() and file.stat().st_mode & 0o077
+        ]
+        if not path.exists():
+            private_file(path)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the database {path}: {exc.strerror}. Point "
+            f"--serve.database-url (or ${ENV_URL}) to a writable place"
+        ) from None
+    for file in exposed:
+        if private_file(file):
+            log.warning("%s was readable by other users: made it owner-only (0600)", file)
+        else:
+            log.warning("%s is readable by other users and not yours: chmod 600 it", file)
+
+
 class Database:
     """An engine and a session factory for one database URL."""
 
@@ -76,14 +102,7 @@ class Database:
         if self.is_sqlite:
             database = self.url.database
             if database and database != ":memory:":
-                folder = Path(database).expanduser().parent
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(
-                        f"cannot create the database folder {folder}: {exc.strerror}. Point "
-                        f"--serve.database-url (or ${ENV_URL}) to a writable place"
-                    ) from None
+                _private_sqlite_file(Path(database).expanduser())
             options["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             options.update(pool_pre_ping=True, pool_size=5, max_overflow=10)

@@ -1,4 +1,5 @@
-"""The tables: users, API tokens, stories and their versions, ratings, cached generations.
+"""The tables: users, API tokens, log-in sessions, stories and their versions, ratings, cached
+generations.
 
 Alembic migrations under ``migrations/versions`` create and change them; these classes are
 the current shape (a test checks that the migrated schema matches them).
@@ -73,6 +74,19 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=now)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class LoginSession(Base):
+    """A browser's log-in. The cookie carries a random session id, this table its SHA-256 (a
+    copy of the database gives no usable cookie); deleting the row logs that browser out."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    #: Updated at most once a minute while the session is used (for the idle lifetime).
+    last_seen_at: Mapped[datetime] = mapped_column(default=now)
 
 
 class Story(Base):

@@ -29,6 +29,7 @@ from taleforge.config import TaleforgeConfig
 from taleforge.data import PreparedData, load_prepared, prepare
 from taleforge.data.tokenize import spread_indices
 from taleforge.errors import ConfigError
+from taleforge.files import private_dir
 from taleforge.models import ModelMetadata, training_base
 from taleforge.tracking import flatten, make_tracker, perplexity
 from taleforge.train import checkpoints
@@ -102,7 +103,7 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(run_dir)  # a new run folder is owner-only (0700): its data may be private
     tmp = run_dir / ".run.json.tmp"
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, run_dir / "run.json")

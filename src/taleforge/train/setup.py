@@ -220,7 +220,7 @@ def write_model_dir(
         )
         # peft writes a card full of "[More Information Needed]": say what this model is.
         (staging / "README.md").write_text(model_card(config, prepared, evaluation, target))
-        replace_dir(staging, target)
+        replace_dir(staging, target, mode=0o700)  # owner-only, like the run folder
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
