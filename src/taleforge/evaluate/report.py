@@ -269,6 +269,31 @@ def sample_stories(
     return samples
 
 
+def classifier_line(classifier: dict[str, Any]) -> str:
+    """How good the genre classifier that judged adherence is: the sample one by its
+    cross-validated accuracy, one fitted to the dataset by its hand check."""
+    on_refs = classifier.get("on_references")
+    accuracy = classifier.get("cv_accuracy")
+    if accuracy is not None and not math.isnan(accuracy):
+        quality = (
+            f"the sample one: {accuracy:.2f} cross-validated accuracy on "
+            f"{classifier['trained_on']} labelled sample texts"
+        )
+    else:
+        check = classifier.get("hand_check")
+        quality = (
+            f"fitted by the data step to this dataset ({classifier['trained_on']} texts); "
+            + (
+                f"it agrees with {round(100 * check['accuracy'])} % of {check['checked']} "
+                f"hand-checked labels (`{check['file']}`)"
+                if check
+                else "not hand-checked (give the data step --data.genre-check FILE)"
+            )
+        )
+    refs = f"; {on_refs:.2f} on this split's reference stories" if on_refs is not None else ""
+    return f"Genre classifier (TF-IDF + logistic regression), {quality}{refs}."
+
+
 def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
     """The human-readable report."""
     data = report["dataset"]
@@ -313,15 +338,7 @@ def render_markdown(report: dict[str, Any], plots: list[str]) -> str:
     ]
     classifier = report.get("genre_classifier")
     if classifier:
-        on_refs = classifier.get("on_references")
-        lines += [
-            f"Genre classifier (TF-IDF + logistic regression, the data step's): "
-            f"{classifier['cv_accuracy']:.2f} cross-validated accuracy on "
-            f"{classifier['trained_on']} labelled sample texts"
-            + (f"; {on_refs:.2f} on this split's reference stories" if on_refs is not None else "")
-            + ".",
-            "",
-        ]
+        lines += [classifier_line(classifier), ""]
     lines += cliche_lines(report)
     if any(len(m["runs"]) > 1 for m in report["models"]):
         lines += ["## Decoding sweep", "", sweep_table(report), ""]

@@ -185,6 +185,7 @@ def evaluate(
                 [i.genre if i.reference else None for i in data.prompts],
                 classifier.genres,
             )[0],
+            "hand_check": _hand_check(data.directory),
         },
         "groups": sorted(groups),
     }
@@ -194,6 +195,18 @@ def evaluate(
     )
     run_id = log_to_mlflow(config, report, directory)
     return EvalResult(directory, report, tuple(evaluations), run_id, round(seconds, 1))
+
+
+def _hand_check(directory: Path | None) -> dict[str, Any] | None:
+    """The agreement of a prepared dataset's genres with hand-checked labels (its data card's
+    ``--data.genre-check``), which is how good its classifier is as a judge of adherence."""
+    from taleforge.data.prepare import read_manifest
+
+    manifest = read_manifest(directory) if directory is not None else None
+    check = (manifest or {}).get("genres", {}).get("check")
+    if not check:
+        return None
+    return {key: check[key] for key in ("file", "checked", "accuracy", "by_source") if key in check}
 
 
 def _evaluate_model(
