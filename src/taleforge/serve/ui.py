@@ -426,7 +426,12 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
             body = f"# {title}\n\n{story_text}\n" if fmt == ".md" else story_text + "\n"
             return str(exports.write(f"{slug}{fmt}", body.encode("utf-8")))
 
+        # Write starts a new library story: the open one is let go *before* the writing
+        # starts, so the write's autosave can never land in the previous story (as a separate
+        # reset event could, when the queue ran it late under load: one story lost).
         write_event = write_btn.click(
+            lambda: (None, ""), None, [story_id, title], concurrency_limit=None
+        ).then(
             on_write,
             [prompt, story, model, mode, genre, memory, note, versions, *settings],
             [*outputs, last],
@@ -526,7 +531,7 @@ def _wire_saving(
     """Autosave after every generation step, on Pause and when the text loses focus after an
     edit; Save saves now; Write and New story start a new library story."""
     story_id, title = outputs[0], outputs[1]
-    write_btn, save_btn, new_btn = buttons
+    _, save_btn, new_btn = buttons  # Write lets the open story go in its own event chain
 
     def saver(kind: str) -> Any:
         async def save(
@@ -549,7 +554,6 @@ def _wire_saving(
     pause_event.then(saver("autosave"), inputs, outputs)
     story.blur(saver("edit"), inputs, outputs)
     save_btn.click(saver("save"), inputs, outputs)
-    write_btn.click(lambda: (None, ""), None, [story_id, title])
     # Cleared in the browser at once: a prompt typed (or a Save clicked) right after the click
     # is never undone by a late answer from the server.
     new_btn.click(
