@@ -267,9 +267,10 @@ def training_selection(records: list[Any], config: DataConfig) -> list[Any]:
         records = cut
     if config.train_repeat:
         repeated = []
+        weights: dict[str, int] = {str(k): v for k, v in config.train_repeat.items()}
         for record in records:
             key = "short" if is_whole_short(record) else (record.kind or "story")
-            repeated += [record] * config.train_repeat.get(key, 1)
+            repeated += [record] * weights.get(key, 1)
         records = repeated
     return records
 
