@@ -218,6 +218,18 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
             "the page and send it again.",
         )
 
+    async def account_form(request: Request, csrf_token: str) -> Account | Response:
+        """The writer of an /account form that may go on, or the page that refuses it (an
+        expired or foreign form, or too many tries)."""
+        if not csrf_ok(request, csrf_token):
+            return refuse(request)
+        account = account_of(request)
+        refused = limited(request, account.username)
+        if refused is not None:
+            page = await account_view(request, account, 429, error=str(refused))
+            return with_retry(page, refused)
+        return account
+
     @router.get("/login")
     async def login_page(request: Request, next: str = "/") -> Response:
         if not ctx.accounts_required:
@@ -322,14 +334,9 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
         new2: str = Form("", max_length=2000),
         csrf_token: str = Form(""),
     ) -> Response:
-        if not csrf_ok(request, csrf_token):
-            return refuse(request)
-        account = account_of(request)
-        refused = limited(request, account.username)
-        if refused is not None:
-            return with_retry(
-                await account_view(request, account, 429, error=str(refused)), refused
-            )
+        account = await account_form(request, csrf_token)
+        if isinstance(account, Response):
+            return account
         try:
             if account.is_local:
                 raise AccountError("the local writer of anonymous mode has no password")
@@ -348,14 +355,9 @@ def build_auth_router(ctx: AppContext) -> APIRouter:
     async def delete_account(
         request: Request, password: str = Form("", max_length=2000), csrf_token: str = Form("")
     ) -> Response:
-        if not csrf_ok(request, csrf_token):
-            return refuse(request)
-        account = account_of(request)
-        refused = limited(request, account.username)
-        if refused is not None:
-            return with_retry(
-                await account_view(request, account, 429, error=str(refused)), refused
-            )
+        account = await account_form(request, csrf_token)
+        if isinstance(account, Response):
+            return account
         try:
             await run_in_threadpool(accounts.delete_account, account, password)
         except AccountError as exc:
