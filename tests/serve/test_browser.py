@@ -75,7 +75,14 @@ def test_write_streams_then_pause_edit_resume_undo(page):
     shot(page, "1-streaming")
     assert not status(page).startswith("✓"), "still writing when Pause is clicked"
     page.click("#pause-btn")
-    wait_for(lambda: "paused" in status(page), 30, "the paused status")
+    try:
+        wait_for(lambda: "paused" in status(page), 60, "the paused status")
+    except AssertionError:
+        shot(page, "failed-pause")
+        raise AssertionError(
+            f"no paused status after 60 s: status {status(page)!r}, "
+            f"{len(story(page))} characters written"
+        ) from None
     paused = story(page)
     time.sleep(1.5)
     assert story(page) == paused, "nothing is written after Pause"

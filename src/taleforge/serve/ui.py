@@ -452,7 +452,10 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
             await runs.pause(_session(request))
             return "⏸ paused: edit the story, then Resume"
 
-        pause_event = pause_btn.click(on_pause, None, [status], cancels=generating)
+        # Never queued behind another event: Pause answers as soon as the stream has stopped.
+        pause_event = pause_btn.click(
+            on_pause, None, [status], cancels=generating, concurrency_limit=None
+        )
         # One generation at a time per writer: starting another stops the one running.
         write_btn.click(None, cancels=[resume_event, retry_event])
         resume_btn.click(None, cancels=[write_event, retry_event])
