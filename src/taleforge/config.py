@@ -143,20 +143,55 @@ class GenerateConfig(_Section):
     )
 
 
+def _slider(step: float, most: float | None = None) -> dict[str, Any]:
+    """How the studio's slider for a field moves: its step, and its top end where the bound
+    is far beyond what anyone sets by hand (top-k up to 100,000)."""
+    return {"slider": {"step": step, "max": most}}
+
+
 class SamplingParams(_Section):
-    """Decoding controls. The same seed and parameters give the same story."""
+    """Decoding controls. The same seed and parameters give the same story.
+
+    The one place a sampling parameter is named, with its default, bounds and help: the
+    config's ``[sampling]``, the API request bodies (:func:`optional_fields`), the studio's
+    sliders (:func:`slider_range`) and its presets (:func:`sampling_preset`) all derive from it.
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
     temperature: float = Field(
-        0.8, ge=0.0, le=5.0, description="Randomness; 0 = greedy (always the likeliest token)."
+        0.8,
+        ge=0.0,
+        le=5.0,
+        description="Randomness; 0 = greedy (always the likeliest token).",
+        json_schema_extra=_slider(0.05, 2.0),
     )
-    top_k: int = Field(50, ge=0, le=100_000, description="Sample among the k likeliest; 0 = off.")
-    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 = off.")
+    top_k: int = Field(
+        50,
+        ge=0,
+        le=100_000,
+        description="Sample among the k likeliest; 0 = off.",
+        json_schema_extra=_slider(1, 200),
+    )
+    top_p: float = Field(
+        0.95,
+        gt=0.0,
+        le=1.0,
+        description="Nucleus sampling mass; 1 = off.",
+        json_schema_extra=_slider(0.01),
+    )
     typical_p: float = Field(1.0, gt=0.0, le=1.0, description="Locally typical sampling; 1 = off.")
     min_p: float = Field(
         0.0, ge=0.0, lt=1.0, description="Drop tokens below min_p x the top probability; 0 = off."
     )
     repetition_penalty: float = Field(
-        1.1, ge=0.5, le=3.0, description="Penalty for repeating tokens; 1 = off, 1.1-1.3 typical."
+        1.1,
+        ge=0.5,
+        le=3.0,
+        description="Penalty for repeating tokens; 1 = off, 1.1-1.3 typical.",
+        json_schema_extra=_slider(0.01, 2.0),
     )
     no_repeat_ngram_size: int = Field(
         0, ge=0, le=20, description="Never repeat an n-gram of this size; 0 = off."
@@ -164,7 +199,9 @@ class SamplingParams(_Section):
     max_new_tokens: int = Field(200, ge=1, le=16_384, description="Most tokens to generate.")
     min_new_tokens: int = Field(0, ge=0, le=16_384, description="Fewest tokens before stopping.")
     stop: tuple[str, ...] = Field(
-        (), description="Stop sequences: the story ends before the first one that appears."
+        (),
+        max_length=8,
+        description="Stop sequences (at most 8): the story ends before the first one that appears.",
     )
     num_stories: int = Field(1, ge=1, le=16, description="How many stories to write.")
     seed: int | None = Field(
@@ -960,3 +997,75 @@ def make_sampling(base: SamplingParams | None = None, **changes: Any) -> Samplin
         return SamplingParams.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+
+
+def optional_fields(
+    model: type[BaseModel],
+    *,
+    exclude: Iterable[str] = (),
+    annotation: Mapping[str, Any] = {},
+    rename: Mapping[str, str] = {},
+) -> dict[str, Any]:
+    """``model``'s fields for :func:`pydantic.create_model`, each optional (None = not given)
+    with the same bounds and help text: a request body derived from, never copied from, the
+    model that owns the parameters.
+
+    Args:
+        model: The owning model (e.g. :class:`SamplingParams`).
+        exclude: Fields left out.
+        annotation: A different type for some fields (e.g. text cleaned at the edge), still
+            carrying the owner's bounds.
+        rename: Another name for some fields (e.g. OpenAI's ``max_tokens``).
+    """
+    from typing import Annotated
+
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if name in exclude:
+            continue
+        kind = annotation.get(name, info.annotation) | None
+        if info.metadata:
+            kind = Annotated[(kind, *info.metadata)]
+        fields[rename.get(name, name)] = (kind, Field(None, description=info.description))
+    return fields
+
+
+def field_bounds(model: type[BaseModel], name: str) -> tuple[float | None, float | None]:
+    """The (lowest, highest) value ``model`` accepts for a numeric field; None = unbounded.
+    A strict bound (``gt``/``lt``) is reported as the bound itself."""
+    low = high = None
+    for item in model.model_fields[name].metadata:
+        for attr in ("ge", "gt"):
+            if getattr(item, attr, None) is not None:
+                low = getattr(item, attr)
+        for attr in ("le", "lt"):
+            if getattr(item, attr, None) is not None:
+                high = getattr(item, attr)
+    return low, high
+
+
+def slider_range(name: str) -> tuple[float, float, float]:
+    """(minimum, maximum, step) of the studio's slider for a sampling parameter: its bounds
+    in :class:`SamplingParams`, the top end lowered where the field says so, a strict lower
+    bound raised by one step."""
+    info = SamplingParams.model_fields[name]
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    hint: dict[str, Any] = extra.get("slider") or {}  # type: ignore[assignment]
+    step = float(hint.get("step") or 0.01)
+    low, high = field_bounds(SamplingParams, name)
+    strict = any(getattr(item, "gt", None) is not None for item in info.metadata)
+    minimum = float(low or 0.0) + (step if strict else 0.0)
+    maximum = float(
+        hint["max"] if hint.get("max") is not None else high if high is not None else 1.0
+    )
+    return minimum, maximum, step
+
+
+def sampling_preset(name: str) -> SamplingParams:
+    """The ``[sampling]`` of a preset in ``configs/`` (or a TOML path) over the defaults, as
+    ``--config NAME`` would set it."""
+    tree = read_toml(find_preset(name))
+    try:
+        return SamplingParams.model_validate(tree.get("sampling", {}))
+    except ValidationError as exc:
+        raise ConfigError(f"{name}: {describe_validation_error(exc)}") from None

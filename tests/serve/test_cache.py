@@ -110,7 +110,7 @@ def test_the_studio_answers_a_seeded_write_from_the_cache(tiny_server, tiny_mode
     from gradio_client import Client
 
     client = Client(f"{tiny_server}/", verbose=False)
-    knobs = ["custom", 0.9, 40, 0.95, 1.1, 24, 17]  # preset, sliders, tokens, seed
+    knobs = ["default", 0.9, 40, 0.95, 1.1, 24, 17]  # preset, sliders, tokens, seed
     inputs = ["A door at the bottom of the sea (cache-5)", "", str(tiny_model_dir), "story"]
     inputs += ["auto", "", "", *knobs]
     hits = metric(tiny_server, HITS, layer="memory")

@@ -99,7 +99,7 @@ def test_the_studio_shows_the_rate_limit(tiny_model_dir, start_server):
     with start_server(overrides) as url:
         client = Client(f"{url}/", verbose=False)
         inputs = ["A cat", "", str(tiny_model_dir), "story", "auto", "", ""]
-        inputs += ["balanced", 0.8, 50, 0.95, 1.1, 16, -1]
+        inputs += ["default", 0.8, 50, 0.95, 1.1, 16, -1]
         client.predict(*inputs, api_name="/on_write")
         with pytest.raises(AppError, match="too many generations.*try again in"):
             client.predict(*inputs, api_name="/on_write")

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from taleforge.config import MODES
+from taleforge.config import MODES, SamplingParams, optional_fields
 from taleforge.errors import ConfigError
 from taleforge.generate.result import GenerationResult, Story
 from taleforge.serve.limits import limit_generation
@@ -53,49 +53,59 @@ def as_api_error(exc: Exception) -> APIError:
 # -- request bodies --------------------------------------------------------------------------
 
 
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Body(BaseModel):
+    """What every generation request has besides its sampling parameters."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: CleanText | None = Field(None, description="Model id from /api/models; empty = default.")
-    temperature: float | None = Field(None, ge=0.0, le=5.0, description="0 = greedy.")
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, lt=2**32, description="Same seed, same story.")
     stream: bool = Field(False, description="Answer as server-sent events.")
 
-    def sampling(self, max_tokens: int | None, limit: int) -> dict[str, Any]:
+    @field_validator("stop", mode="before", check_fields=False)
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def sampling(self, limit: int) -> dict[str, Any]:
+        """The sampling parameters given, by :class:`SamplingParams` name (those left out are
+        the server's ``[sampling]``); the length checked against the server's ``limit``."""
         options = {
-            key: value
-            for key, value in self.model_dump().items()
-            if key in _SAMPLING_KEYS and value is not None
+            SAMPLING_NAMES.get(key, key): value
+            for key, value in self.model_dump(exclude={"model", "stream"}).items()
+            if value is not None and SAMPLING_NAMES.get(key, key) in SamplingParams.model_fields
         }
-        if max_tokens is not None:
-            if max_tokens > limit:
-                raise APIError(
-                    422,
-                    f"max tokens {max_tokens} is over this server's limit of {limit}",
-                    "invalid_request_error",
-                    "max_tokens",
-                )
-            options["max_new_tokens"] = max_tokens
+        wanted = options.get("max_new_tokens")
+        if wanted is not None and wanted > limit:
+            raise APIError(
+                422,
+                f"max tokens {wanted} is over this server's limit of {limit}",
+                "invalid_request_error",
+                "max_tokens",
+            )
         return options
 
 
-_SAMPLING_KEYS = {
-    "temperature",
-    "top_k",
-    "top_p",
-    "typical_p",
-    "min_p",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-    "min_new_tokens",
-    "stop",
-    "seed",
+#: OpenAI's (and vLLM's) names for taleforge's sampling parameters: the one mapping.
+SAMPLING_NAMES = {
+    "max_tokens": "max_new_tokens",
+    "max_completion_tokens": "max_new_tokens",
+    "min_tokens": "min_new_tokens",
 }
+#: Not settable per request: how many stories (one per request for now).
+_FIXED = ("num_stories",)
+_CLEAN = {"stop": list[CleanText]}
 
 
-class GenerateRequest(_Sampling):
-    """``POST /api/generate``: write a story (or continue one, or a poem, ...)."""
+class GenerateRequest(
+    create_model(  # type: ignore[misc]
+        "_GenerateSampling",
+        __base__=_Body,
+        **optional_fields(SamplingParams, exclude=_FIXED, annotation=_CLEAN),
+    )
+):
+    """``POST /api/generate``: write a story (or continue one, or a poem, ...). Every
+    sampling parameter of :class:`SamplingParams` may be given; those left out are the
+    server's ``[sampling]``."""
 
     prompt: CleanText = Field(..., description="Idea, writing prompt, or the text to continue.")
     mode: Literal["story", "writing-prompt", "continue", "poem", "dialogue", "chat"] = "story"
@@ -104,41 +114,25 @@ class GenerateRequest(_Sampling):
     )
     memory: CleanText = Field("", description="Kept in context however long the story grows.")
     authors_note: CleanText = Field("", description="Steering text placed near the end of context.")
-    top_k: int | None = Field(None, ge=0, le=100_000)
-    typical_p: float | None = Field(None, gt=0.0, le=1.0)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    repetition_penalty: float | None = Field(None, ge=1.0, le=3.0)
-    no_repeat_ngram_size: int | None = Field(None, ge=0, le=16)
-    max_new_tokens: int | None = Field(None, ge=1)
-    min_new_tokens: int | None = Field(None, ge=0, le=16_384)
-    stop: list[CleanText] | None = Field(None, max_length=8)
 
 
-class _OpenAIRequest(_Sampling):
-    """What the OpenAI completion and chat requests share."""
+class _OpenAIRequest(
+    create_model(  # type: ignore[misc]
+        "_OpenAISampling",
+        __base__=_Body,
+        **optional_fields(
+            SamplingParams,
+            exclude=(*_FIXED, "trim_to_sentence"),
+            annotation=_CLEAN,
+            rename={"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"},
+        ),
+    )
+):
+    """What the OpenAI completion and chat requests share: OpenAI's fields, and (as vLLM
+    reads them from the body) the rest of taleforge's sampling parameters, so one taleforge
+    server can write for another."""
 
-    max_tokens: int | None = Field(None, ge=1)
-    stop: CleanText | list[CleanText] | None = None
     n: int = Field(1, ge=1, le=1, description="One completion per request.")
-    # Beyond OpenAI's own fields: the sampling extras vLLM reads from the body, which
-    # taleforge's remote backend sends (so one taleforge server can write for another).
-    top_k: int | None = Field(None, ge=0, le=100_000, description="Extra (as vLLM).")
-    typical_p: float | None = Field(None, gt=0.0, le=1.0, description="Extra.")
-    min_p: float | None = Field(None, ge=0.0, lt=1.0, description="Extra (as vLLM).")
-    repetition_penalty: float | None = Field(None, ge=1.0, le=3.0, description="Extra (vLLM).")
-    no_repeat_ngram_size: int | None = Field(None, ge=0, le=16, description="Extra.")
-    min_tokens: int | None = Field(None, ge=0, le=16_384, description="Extra (as vLLM).")
-
-    def sampling(self, max_tokens: int | None, limit: int) -> dict[str, Any]:
-        options = super().sampling(max_tokens, limit)
-        if self.min_tokens is not None:
-            options["min_new_tokens"] = self.min_tokens
-        return options
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
-        return [value] if isinstance(value, str) else value
 
 
 class CompletionRequest(_OpenAIRequest):
@@ -152,11 +146,21 @@ class ChatTurn(BaseModel):
     content: CleanText
 
 
-class ChatRequest(_OpenAIRequest):
+class ChatRequest(
+    create_model(  # type: ignore[misc]
+        "_ChatSampling",
+        __base__=_OpenAIRequest,
+        # the newer name of max_tokens; declared after it, so it wins when both are given
+        **optional_fields(
+            SamplingParams,
+            exclude=set(SamplingParams.model_fields) - {"max_new_tokens"},
+            rename={"max_new_tokens": "max_completion_tokens"},
+        ),
+    )
+):
     """OpenAI ``POST /v1/chat/completions``."""
 
     messages: Annotated[list[ChatTurn], Field(min_length=1)]
-    max_completion_tokens: int | None = Field(None, ge=1)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -241,7 +245,7 @@ def build_router(registry: ModelRegistry) -> APIRouter:
         ``{"text": ...}`` per chunk, then ``{"done": true, "story": {...}}``."""
         _check_length(body.prompt, limits.max_prompt_chars, "prompt")
         _check_length(body.memory + body.authors_note, limits.max_prompt_chars, "memory")
-        options = body.sampling(body.max_new_tokens, limits.max_new_tokens)
+        options = body.sampling(limits.max_new_tokens)
         if body.mode not in MODES:  # pragma: no cover - the Literal already guards it
             raise APIError(422, f"unknown mode {body.mode}", "invalid_request_error", "mode")
         options.update(
@@ -312,10 +316,8 @@ def build_router(registry: ModelRegistry) -> APIRouter:
         """Continue the prompt text (mode ``continue``)."""
         prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt[:1])
         _check_length(prompt, limits.max_prompt_chars, "prompt")
-        options = body.sampling(body.max_tokens, limits.max_new_tokens)
+        options = body.sampling(limits.max_new_tokens)
         options.update(mode="continue", genre="none")
-        if body.stop:
-            options["stop"] = body.stop
         created, rid = int(time.time()), f"cmpl-{uuid.uuid4().hex[:24]}"
 
         def choice(text: str, reason: str | None) -> dict[str, Any]:
@@ -367,16 +369,13 @@ def build_router(registry: ModelRegistry) -> APIRouter:
         system = "\n".join(t.content for t in body.messages if t.role == "system")
         total = sum(len(t.content) for t in body.messages)
         _check_length(total, limits.max_prompt_chars, "messages")
-        wanted = body.max_completion_tokens or body.max_tokens
-        options = body.sampling(wanted, limits.max_new_tokens)
+        options = body.sampling(limits.max_new_tokens)
         options.update(
             mode="chat",
             genre="none",
             memory=system,
             history=[{"role": t.role, "content": t.content} for t in turns[:-1]],
         )
-        if body.stop:
-            options["stop"] = body.stop
         created, rid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
         def chunk_event(spec: str, delta: dict[str, str], reason: str | None) -> dict[str, Any]:

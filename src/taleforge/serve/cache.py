@@ -349,7 +349,7 @@ class GenerationCache:
             return None
         sampling = {k: v for k, v in options.items() if k not in REQUEST_DEFAULTS}
         try:
-            params = make_sampling(SamplingParams(), **sampling)
+            params = make_sampling(self.config.sampling, **sampling)
         except TaleforgeError:
             return None  # the generation reports the invalid parameter
         request = {name: options.get(name, default) for name, default in REQUEST_DEFAULTS.items()}

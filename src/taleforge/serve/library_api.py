@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from taleforge.config import SamplingParams, optional_fields
 from taleforge.serve.api import APIError
 from taleforge.serve.auth import account_of, check_api_csrf, csrf_token
 from taleforge.serve.context import AppContext
@@ -27,7 +28,13 @@ from taleforge.store.library import MAX_TITLE
 ID = 2**62  # larger ids cannot exist; answered as "not found", never as a server error
 
 
-class StoryIn(BaseModel):
+class StoryIn(
+    create_model(  # type: ignore[misc]
+        "_StorySeed",
+        # the seed it was written with: SamplingParams' own field and bounds
+        **optional_fields(SamplingParams, exclude=set(SamplingParams.model_fields) - {"seed"}),
+    )
+):
     """``POST /api/stories``: save a story."""
 
     model_config = ConfigDict(extra="forbid")
@@ -41,7 +48,6 @@ class StoryIn(BaseModel):
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="The generation settings (a flat JSON object)."
     )
-    seed: int | None = Field(None, ge=0, lt=2**63)
 
     @field_validator("parameters")
     @classmethod

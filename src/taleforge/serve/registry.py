@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taleforge.config import SamplingParams, TaleforgeConfig
+from taleforge.config import TaleforgeConfig
 from taleforge.errors import TaleforgeError
 from taleforge.generate import StoryGenerator
 from taleforge.models import EMBEDDED_SPEC, STORY_MODEL_SPEC, LoadedModel, list_models
@@ -59,6 +59,15 @@ class ModelRegistry:
         loader: Callable[[str], LoadedModel] | None = None,
     ) -> None:
         self.config = config
+        #: What a request leaves out is written with: the config's ``[sampling]``, its length
+        #: within the most a request may ask for (``serve.max_new_tokens``).
+        limit = config.serve.max_new_tokens
+        self.sampling = config.sampling.model_copy(
+            update={
+                "max_new_tokens": min(config.sampling.max_new_tokens, limit),
+                "min_new_tokens": min(config.sampling.min_new_tokens, limit),
+            }
+        )
         self.default = config.model.spec
         #: A custom loader (tests) runs on transformers; by default the configured backend.
         self._loader = loader
@@ -131,13 +140,13 @@ class ModelRegistry:
             if generator is None:
                 log.info("loading model %s", spec)
                 if self._loader is not None:
-                    generator = StoryGenerator(self._loader(spec), sampling=SamplingParams())
+                    generator = StoryGenerator(self._loader(spec), sampling=self.sampling)
                 else:
                     update: dict[str, Any] = {"spec": spec}
                     if spec != self.default:  # remote_model names the default model only
                         update["remote_model"] = None
                     model = self.config.model.model_copy(update=update)
-                    generator = StoryGenerator.from_config(model, sampling=SamplingParams())
+                    generator = StoryGenerator.from_config(model, sampling=self.sampling)
             with self._guard:
                 self._loaded[spec] = generator
                 self._loaded.move_to_end(spec)

@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from taleforge.config import sampling_preset, slider_range
 from taleforge.errors import TaleforgeError
 from taleforge.genres import GENRES
 from taleforge.serve.context import AppContext
@@ -26,12 +27,18 @@ from taleforge.serve.registry import ModelRegistry
 from taleforge.serve.sanitize import clean_request, clean_text
 from taleforge.serve.streaming import chunks, generation
 
-#: Sampling presets a writer can pick instead of moving sliders.
-PRESETS: dict[str, dict[str, float | int]] = {
-    "balanced": {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.1},
-    "creative": {"temperature": 1.05, "top_k": 0, "top_p": 0.97, "repetition_penalty": 1.05},
-    "focused": {"temperature": 0.5, "top_k": 30, "top_p": 0.9, "repetition_penalty": 1.15},
+#: The presets the studio offers beside the server's own ``[sampling]`` ("default"): their
+#: ``[sampling]`` tables in ``configs/``, the same files ``--config NAME`` reads.
+PRESET_NAMES = ("creative", "focused")
+#: The sampling parameters the studio has a slider for, in the order of ``settings``.
+SLIDERS = {
+    "temperature": "Temperature",
+    "top_k": "Top-k (0 = off)",
+    "top_p": "Top-p",
+    "repetition_penalty": "Repetition penalty",
 }
+#: Set per step by the studio itself (length, seed, the whole-length switch), never by a preset.
+_PER_STEP = ("max_new_tokens", "min_new_tokens", "seed", "stop", "num_stories")
 MODES = ["story", "writing-prompt", "continue", "poem", "dialogue"]
 MAX_VERSIONS = 50
 CSS = """
@@ -117,6 +124,9 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
     model_ids = [m.id for m in registry.offered()]
     exports = ctx.exports if ctx is not None else ExportFolder.create(limits.export_max_age_seconds)
 
+    served = registry.sampling
+    presets = {"default": served, **{name: sampling_preset(name) for name in PRESET_NAMES}}
+
     def sampling(
         preset: str,
         temperature: float,
@@ -127,15 +137,17 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
         seed: Any,
         full_length: bool = False,
     ) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "temperature": float(temperature),
-            "top_k": int(top_k),
-            "top_p": float(top_p),
-            "repetition_penalty": float(rep),
-            "max_new_tokens": min(int(length), limits.max_new_tokens),
-        }
-        if preset in PRESETS:
-            options.update(PRESETS[preset])
+        """The step's options: the preset's parameters (also those without a slider, such
+        as creative's min-p), the sliders over them, the step's length and seed."""
+        base = presets.get(preset, served)
+        options: dict[str, Any] = base.model_dump(exclude=set(_PER_STEP))
+        options.update(
+            temperature=float(temperature),
+            top_k=int(top_k),
+            top_p=float(top_p),
+            repetition_penalty=float(rep),
+            max_new_tokens=min(int(length), limits.max_new_tokens),
+        )
         if seed not in (None, "", -1) and int(seed) >= 0:
             options["seed"] = int(seed)
         if full_length:  # the model may not end the story before the step's length
@@ -274,18 +286,25 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                         mode = gr.Dropdown(MODES, value="story", label="Mode", elem_id="mode")
                         genre = gr.Dropdown(["auto", "none", *GENRES], value="auto", label="Genre")
                     preset = gr.Radio(
-                        ["balanced", "creative", "focused", "custom"],
-                        value="balanced",
-                        label="Preset (custom = the sliders below)",
+                        list(presets),
+                        value="default",
+                        label="Preset: sets the sliders (default = this server's [sampling])",
+                        elem_id="preset",
                     )
-                    temperature = gr.Slider(0.0, 2.0, 0.8, step=0.05, label="Temperature")
-                    top_k = gr.Slider(0, 200, 50, step=1, label="Top-k (0 = off)")
-                    top_p = gr.Slider(0.05, 1.0, 0.95, step=0.01, label="Top-p")
-                    rep = gr.Slider(1.0, 2.0, 1.1, step=0.01, label="Repetition penalty")
+                    temperature, top_k, top_p, rep = (
+                        gr.Slider(
+                            *slider_range(name)[:2],
+                            getattr(served, name),
+                            step=slider_range(name)[2],
+                            label=label,
+                            elem_id=name.replace("_", "-"),
+                        )
+                        for name, label in SLIDERS.items()
+                    )
                     length = gr.Slider(
                         min(16, limits.max_new_tokens),
                         max(limits.max_new_tokens, 2),
-                        min(200, limits.max_new_tokens),
+                        min(served.max_new_tokens, limits.max_new_tokens),
                         step=8,
                         label="Tokens per step",
                         elem_id="length",
@@ -328,6 +347,12 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                 )
 
         settings = [preset, temperature, top_k, top_p, rep, length, seed, full_length]
+        preset.change(
+            lambda name: [getattr(presets[name], key) for key in SLIDERS],
+            [preset],
+            [temperature, top_k, top_p, rep],
+            concurrency_limit=None,
+        )
         outputs = [story, counts, status, versions]
 
         async def start(

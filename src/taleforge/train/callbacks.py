@@ -142,7 +142,7 @@ class TrackingCallback(TrainerCallback):
         try:
             for prompt in self.prompts:
                 story = generator.generate(
-                    prompt, seed=0, temperature=0.8, max_new_tokens=self.max_new_tokens
+                    prompt, seed=0, max_new_tokens=self.max_new_tokens
                 ).stories[0]
                 self.samples.append((step, prompt, story.text))
                 parts.append(f"## {prompt}\n\n{story.text}\n")
