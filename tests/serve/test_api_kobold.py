@@ -237,6 +237,21 @@ def test_bad_requests_get_4xx_in_koboldcpps_shape(tiny_server, path, payload, st
     assert "typical_p" not in message and "function-after" not in message
 
 
+def test_lone_surrogates_anywhere_are_cleaned_not_a_500(tiny_server):
+    body = (
+        b'{"prompt": "The \\ud800 dragon", "\\udfffspeed": 1, "grammar": "\\ud83droot",'
+        b' "stop_sequence": ["\\ud800x"], "max_length": 4}'
+    )
+    headers = {"content-type": "application/json"}
+    answer = httpx.post(f"{tiny_server}/api/v1/generate", content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert warned(answer.json()["warnings"]) == {"grammar", "speed"}
+    counted = httpx.post(
+        f"{tiny_server}/api/extra/tokencount", content=b'{"prompt": "a\\ud800b"}', headers=headers
+    )
+    assert counted.status_code == 200 and counted.json()["value"] >= 1
+
+
 def test_invalid_json_is_a_400(tiny_server):
     response = httpx.post(
         f"{tiny_server}/api/v1/generate",

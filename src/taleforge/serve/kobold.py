@@ -30,6 +30,7 @@ from taleforge.serve.kobold_request import (
 )
 from taleforge.serve.limits import RateLimited, limit_generation, request_identity
 from taleforge.serve.registry import BusyError, ModelRegistry, UnknownModelError
+from taleforge.serve.sanitize import clean_text
 from taleforge.serve.streaming import GenerationStream, chunks, generation
 
 if TYPE_CHECKING:
@@ -282,16 +283,28 @@ def _owner(request: Request) -> str:
 
 
 async def _body(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    """The JSON object sent, every string in it (keys too) through ``clean_text``: no lone
+    surrogate reaches a tokenizer or comes back, unencodable, in a warning."""
     raw = await request.body()
     if not raw.strip() and optional:
         return {}
     try:
-        data = json.loads(raw) if raw.strip() else None
+        data = _clean(json.loads(raw)) if raw.strip() else None
     except (ValueError, RecursionError):
         raise KoboldError(400, "the request body is not valid JSON: send a JSON object") from None
     if not isinstance(data, dict):
         raise KoboldError(400, 'send a JSON object, e.g. {"prompt": "Once upon a time"}')
     return data
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_text(key): _clean(item) for key, item in value.items()}
+    return value
 
 
 def _generation_error(exc: Exception) -> KoboldError:

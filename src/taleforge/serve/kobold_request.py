@@ -182,7 +182,7 @@ def translate_request(
         if rule is not None and value is None:
             continue  # JSON null: not sent
         if rule is None:
-            shown = name if len(name) <= 60 else name[:57] + "..."
+            shown = (name if len(name) <= 60 else name[:57] + "...") or '""'
             warnings.append(f"{shown} ignored: not a KoboldAI field taleforge knows{_hint(name)}")
         elif rule.target in params_model.model_fields:
             sampling[rule.target] = value
