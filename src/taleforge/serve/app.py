@@ -35,6 +35,7 @@ from taleforge.serve.auth import (
     secret_key,
 )
 from taleforge.serve.context import LOCAL_HOSTS, AppContext
+from taleforge.serve.kobold import KoboldError, build_kobold_router
 from taleforge.serve.library_api import build_library_router
 from taleforge.serve.limits import install as install_limits
 from taleforge.serve.metrics import METRICS_PATH, add_metrics_route
@@ -94,8 +95,9 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
     app = FastAPI(
         title="taleforge",
         version=__version__,
-        description="Story generation: taleforge's own API under /api and an "
-        "OpenAI-compatible API under /v1 (completions, chat completions, models).",
+        description="Story generation: taleforge's own API under /api, an "
+        "OpenAI-compatible API under /v1 (completions, chat completions, models) and the "
+        "KoboldAI API under /api/v1 and /api/extra (SillyTavern, KoboldAI Lite).",
         lifespan=lifespan,
     )
     app.state.registry = registry
@@ -103,6 +105,10 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(KoboldError)
+    async def _kobold_error(request: Request, exc: KoboldError) -> Response:
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
@@ -123,6 +129,7 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     app.include_router(build_router(registry))
+    app.include_router(build_kobold_router(registry))  # SillyTavern, KoboldAI Lite
     app.include_router(build_library_router(ctx))
     app.include_router(build_auth_router(ctx))
     add_metrics_route(app, ctx.metrics)
