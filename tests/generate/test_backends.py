@@ -79,6 +79,13 @@ def test_several_stories_have_consecutive_seeds(generator):
     assert story(generator, seed=51, **options).token_ids == result.stories[1].token_ids
 
 
+def test_top_k_0_samples_from_the_whole_vocabulary(generator):
+    # transformers' generate used to fill top_k=0 with its own default, 50
+    options = {"max_new_tokens": 1, "min_new_tokens": 1, "temperature": 5.0, "top_p": 1.0}
+    firsts = {story(generator, seed=seed, top_k=0, **options).token_ids[0] for seed in range(150)}
+    assert len(firsts) > 60
+
+
 def test_length_limits(generator):
     assert story(generator, seed=3, max_new_tokens=5).generated_tokens <= 5
     exact = story(generator, seed=3, max_new_tokens=25, min_new_tokens=25)
