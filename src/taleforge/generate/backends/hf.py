@@ -81,12 +81,15 @@ class TransformersBackend(Backend):
             pad_token_id=step.pad_token_id,
             eos_token_id=list(step.eos_ids) or None,
         )
-        # the processors llama.cpp's token chooser uses, so both backends sample alike
+        # the processors llama.cpp's token chooser uses, so both backends sample alike;
+        # XTC draws from torch's global generator, which new_rng seeded
         processors, warpers = logits_processors(
             step.params,
             context_tokens=len(step.context),
             min_new_tokens=step.min_new_tokens,
             eos_ids=step.eos_ids,
+            sampler_tokens=step.sampler_tokens,
+            earlier_tokens=step.earlier_tokens,
         )
         input_ids = torch.tensor([step.context])
         with torch.inference_mode():
