@@ -103,6 +103,23 @@ def test_preset_and_dotted_override(tiny_model_dir: Path):
     assert config["model"]["spec"] == str(tiny_model_dir)
 
 
+def test_sampler_settings_written_as_json_on_the_command_line():
+    run = taleforge(
+        "config",
+        "--set",
+        'sampling.word_bias={"suddenly": -5}',
+        "--set",
+        'sampling.dry_sequence_breakers=["*", ":"]',
+        "--set",
+        "sampling.xtc_probability=0.5",
+    )
+    assert run.returncode == 0, run.stderr
+    sampling = json.loads(run.stdout)["sampling"]
+    assert sampling["word_bias"] == {"suddenly": -5.0}
+    assert sampling["dry_sequence_breakers"] == ["*", ":"]
+    assert sampling["xtc_probability"] == 0.5 and sampling["logit_bias"] == {}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -112,6 +129,8 @@ def test_preset_and_dotted_override(tiny_model_dir: Path):
         (("--model", "gpt2-medium"), "not in the Hugging Face cache.*HF_HOME"),
         (("--genre", "western"), "unknown genre 'western'"),
         (("--config", "nope"), "config preset 'nope' not found"),
+        (("--xtc-threshold", "0.7"), "sampling.xtc_threshold.*less than or equal to 0.5"),
+        (("--word-bias", "suddenly=-5"), "sampling.word_bias.*not a JSON object.*--word-bias"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, message):
@@ -134,6 +153,17 @@ def test_help_explains_every_sampling_flag():
         "--min-p",
         "--repetition-penalty",
         "--no-repeat-ngram-size",
+        "--presence-penalty",
+        "--frequency-penalty",
+        "--dry-multiplier",
+        "--dry-base",
+        "--dry-allowed-length",
+        "--dry-penalty-last-n",
+        "--dry-sequence-breakers",
+        "--xtc-threshold",
+        "--xtc-probability",
+        "--logit-bias",
+        "--word-bias",
         "--max-new-tokens",
         "--min-new-tokens",
         "--stop",

@@ -18,7 +18,20 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "taleforge"
 NAMES = set(SamplingParams.model_fields) | set(SAMPLING_NAMES)
 BOUNDS = {"ge", "gt", "le", "lt", "max_length", "min_length"}
 #: Deliberate values, not defaults: each with the reason it is not the configured one.
+NEUTRAL = "transformers' GenerationConfig set to 'off', so generate adds no processor of its own"
 ALLOWED = {
+    **{
+        ("generate/decoding.py", name): NEUTRAL
+        for name in (
+            "min_new_tokens",
+            "repetition_penalty",
+            "no_repeat_ngram_size",
+            "temperature",
+            "top_k",
+            "top_p",
+            "typical_p",
+        )
+    },
     ("evaluate/judge.py", "temperature"): "the judge reads greedily, by design",
     ("train/callbacks.py", "seed"): "training samples use one seed so steps can be compared",
     ("config.py", "max_new_tokens"): "serve.max_new_tokens: the most a request may ask for",

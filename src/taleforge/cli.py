@@ -81,10 +81,12 @@ def _add_section_flags(
         flags[key] = names[0]
         kwargs: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS}
         annotation = field.annotation
-        default = field.default if field.default is not None else "none"
-        help_text = f"{field.description} (default: {default})"
+        default = field.get_default(call_default_factory=True)
+        help_text = f"{field.description} (default: {'none' if default is None else default})"
         if annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(annotation) is dict:  # a JSON object, e.g. --word-bias '{"x": -5}'
+            kwargs["metavar"] = "JSON"
         elif get_origin(annotation) is tuple:
             kwargs.update(action="append", metavar="TEXT")
             help_text = f"{field.description} Repeat for several."

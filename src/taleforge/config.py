@@ -23,7 +23,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -149,6 +149,25 @@ def _slider(step: float, most: float | None = None) -> dict[str, Any]:
     return {"slider": {"step": step, "max": most}}
 
 
+#: Token ids are not negative; a bias is bounded as OpenAI bounds logit_bias.
+_TokenId = Annotated[int, Field(ge=0)]
+_Bias = Annotated[float, Field(ge=-100.0, le=100.0, allow_inf_nan=False)]
+#: llama.cpp truncates longer DRY sequence breakers; taleforge refuses them.
+MAX_SEQUENCE_BREAKER_CHARS = 40
+
+
+def _json_value(text: str, kind: type) -> Any:
+    """``text`` parsed as JSON, which must give a ``kind`` (list or dict); errors show how."""
+    what, example = ("array", '["\\n", ":"]') if kind is list else ("object", '{"suddenly": -5}')
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, kind):
+        raise ValueError(f"{text!r} is not a JSON {what}: write it as e.g. {example}")
+    return value
+
+
 class SamplingParams(_Section):
     """Decoding controls. The same seed and parameters give the same story.
 
@@ -196,6 +215,77 @@ class SamplingParams(_Section):
     no_repeat_ngram_size: int = Field(
         0, ge=0, le=20, description="Never repeat an n-gram of this size; 0 = off."
     )
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        allow_inf_nan=False,
+        description="Subtract this from the logit of every token the story has already "
+        "generated (OpenAI's presence_penalty); 0 = off, -2 to 2.",
+    )
+    frequency_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        allow_inf_nan=False,
+        description="Subtract this times the number of times the story has generated a token "
+        "from its logit (OpenAI's frequency_penalty); 0 = off, -2 to 2.",
+    )
+    dry_multiplier: float = Field(
+        0.0,
+        ge=0.0,
+        le=5.0,
+        allow_inf_nan=False,
+        description="DRY (Don't Repeat Yourself): penalty for the token that would extend a "
+        "repeated passage, multiplier x base^(length - allowed length); 0 = off, 0.8 typical.",
+    )
+    dry_base: float = Field(
+        1.75,
+        ge=1.0,
+        le=4.0,
+        allow_inf_nan=False,
+        description="DRY: how fast the penalty grows with the length of the repetition.",
+    )
+    dry_allowed_length: int = Field(
+        2, ge=1, le=20, description="DRY: repeated passages up to this many tokens are free."
+    )
+    dry_penalty_last_n: int = Field(
+        -1,
+        ge=-1,
+        le=1_048_576,
+        description="DRY: how many recent tokens are searched for repetitions; -1 = the whole "
+        "context, 0 = off (llama.cpp's convention).",
+    )
+    dry_sequence_breakers: tuple[str, ...] = Field(
+        ("\n", ":", '"', "*"),
+        description="DRY: strings a repetition may not extend across (a token containing one "
+        "ends it), so names and dialogue markup may repeat.",
+    )
+    xtc_threshold: float = Field(
+        0.1,
+        gt=0.0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="XTC (Exclude Top Choices): tokens at least this probable are the top "
+        "choices; all but the least probable of them are removed (above 0.5 it never acts).",
+    )
+    xtc_probability: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="XTC: the chance, at each token, that the top choices are removed; 0 = off.",
+    )
+    logit_bias: dict[_TokenId, _Bias] = Field(
+        default_factory=dict,
+        description="Add to the logits of token ids (OpenAI's logit_bias), e.g. "
+        '{"50256": -100}; -100 bans a token, 100 all but forces it.',
+    )
+    word_bias: dict[str, _Bias] = Field(
+        default_factory=dict,
+        description="Add to the logit of a word's first token, with and without a leading "
+        'space (the model\'s tokenizer decides the token), e.g. {"suddenly": -5}; -100 to 100.',
+    )
     max_new_tokens: int = Field(200, ge=1, le=16_384, description="Most tokens to generate.")
     min_new_tokens: int = Field(0, ge=0, le=16_384, description="Fewest tokens before stopping.")
     stop: tuple[str, ...] = Field(
@@ -223,6 +313,38 @@ class SamplingParams(_Section):
     def _stop_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if any(s == "" for s in value):
             raise ValueError("stop sequences must not be empty strings")
+        return value
+
+    @field_validator("dry_sequence_breakers", mode="before")
+    @classmethod
+    def _breakers_as_tuple(cls, value: Any) -> Any:
+        # text-generation-webui and SillyTavern send the list as one JSON string
+        if isinstance(value, str):
+            return _json_value(value, list) if value.lstrip().startswith("[") else (value,)
+        return value
+
+    @field_validator("dry_sequence_breakers")
+    @classmethod
+    def _breakers_short(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for breaker in value:
+            if not breaker or len(breaker) > MAX_SEQUENCE_BREAKER_CHARS:
+                raise ValueError(
+                    f"sequence breaker {breaker!r} must be 1 to {MAX_SEQUENCE_BREAKER_CHARS} "
+                    "characters long: shorten it or leave it out"
+                )
+        return value
+
+    @field_validator("logit_bias", "word_bias", mode="before")
+    @classmethod
+    def _bias_from_json(cls, value: Any) -> Any:
+        # the command line and the environment give a JSON object as text
+        return _json_value(value, dict) if isinstance(value, str) else value
+
+    @field_validator("word_bias")
+    @classmethod
+    def _words_not_blank(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(not word.strip() for word in value):
+            raise ValueError('word_bias needs words, not blank keys: e.g. {"suddenly": -5}')
         return value
 
     @model_validator(mode="after")
@@ -1017,8 +1139,6 @@ def optional_fields(
             carrying the owner's bounds.
         rename: Another name for some fields (e.g. OpenAI's ``max_tokens``).
     """
-    from typing import Annotated
-
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         if name in exclude:

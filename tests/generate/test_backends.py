@@ -79,6 +79,13 @@ def test_several_stories_have_consecutive_seeds(generator):
     assert story(generator, seed=51, **options).token_ids == result.stories[1].token_ids
 
 
+def test_top_k_0_samples_from_the_whole_vocabulary(generator):
+    # transformers' generate used to fill top_k=0 with its own default, 50
+    options = {"max_new_tokens": 1, "min_new_tokens": 1, "temperature": 5.0, "top_p": 1.0}
+    firsts = {story(generator, seed=seed, top_k=0, **options).token_ids[0] for seed in range(150)}
+    assert len(firsts) > 60
+
+
 def test_length_limits(generator):
     assert story(generator, seed=3, max_new_tokens=5).generated_tokens <= 5
     exact = story(generator, seed=3, max_new_tokens=25, min_new_tokens=25)
@@ -143,6 +150,49 @@ def test_a_story_longer_than_the_window_keeps_going(generator):
     assert again.token_ids == result.token_ids
 
 
+def test_dry_stops_passages_repeating(generator):
+    plain = story(generator, **{**GREEDY, "repetition_penalty": 1.0})
+    assert repeated_trigrams(plain.token_ids, breakers=set()), "greedy decoding repeats"
+    dry = story(generator, **{**GREEDY, "repetition_penalty": 1.0, "dry_multiplier": 5.0})
+    breakers = set(generator.vocabulary.sequence_breakers(SamplingParams().dry_sequence_breakers))
+    # extending a repeated pair costs 5 logits: only passages with a breaker repeat
+    assert not repeated_trigrams(dry.token_ids, breakers)
+
+
+def repeated_trigrams(tokens, breakers):
+    trigrams = [
+        t for t in zip(tokens, tokens[1:], tokens[2:], strict=False) if not set(t) & breakers
+    ]
+    return {t for t in trigrams if trigrams.count(t) > 1}
+
+
+def test_presence_penalty_makes_greedy_decoding_use_new_tokens(generator):
+    plain = story(generator, **{**GREEDY, "repetition_penalty": 1.0})
+    present = story(generator, **{**GREEDY, "repetition_penalty": 1.0, "presence_penalty": 2.0})
+    assert len(set(plain.token_ids)) < 10
+    assert len(set(present.token_ids)) == len(present.token_ids) == 30
+
+
+def test_logit_and_word_bias(generator):
+    plain = story(generator, **GREEDY)
+    banned = story(generator, **GREEDY, logit_bias={plain.token_ids[0]: -100})
+    assert plain.token_ids[0] not in banned.token_ids
+    castle = generator.vocabulary.word_tokens("castle")
+    forced = story(generator, **GREEDY, word_bias={"castle": 100})
+    assert set(forced.token_ids) <= castle
+
+
+def test_xtc_is_random_and_the_seed_decides(generator):
+    # after top-k 5 of a nearly flat distribution every candidate has p ~ 0.2 > 0.1:
+    # XTC, when it acts, leaves only the least likely of them
+    options = {"max_new_tokens": 25, "min_new_tokens": 25, "temperature": 1.0, "top_k": 5}
+    xtc = {**options, "xtc_threshold": 0.1, "xtc_probability": 0.5}
+    first = story(generator, seed=1234, **xtc)
+    assert story(generator, seed=1234, **xtc).token_ids == first.token_ids
+    assert story(generator, seed=4321, **xtc).token_ids != first.token_ids
+    assert story(generator, seed=1234, **options).token_ids != first.token_ids
+
+
 def test_a_memory_that_fills_the_window_is_refused(generator):
     with pytest.raises(ConfigError, match="shorten them"):
         story(generator, memory="The dragon slept. " * 40)
@@ -158,8 +208,22 @@ def test_a_memory_that_fills_the_window_is_refused(generator):
         {"repetition_penalty": 1.3},
         {"no_repeat_ngram_size": 3, "repetition_penalty": 1.0},
         {"min_new_tokens": 30, "max_new_tokens": 30},
+        {"presence_penalty": 1.5, "frequency_penalty": 0.5, "repetition_penalty": 1.0},
+        # longer than the 64-token window: tokens that left it still count
+        {"frequency_penalty": 0.4, "max_new_tokens": 120, "min_new_tokens": 120},
+        {"dry_multiplier": 2.0, "dry_allowed_length": 2, "repetition_penalty": 1.0},
+        {"word_bias": {"castle": 0.05, "the": -0.05}, "logit_bias": {5: 0.05}},
     ],
-    ids=["greedy", "repetition-penalty", "no-repeat-ngram", "min-new-tokens"],
+    ids=[
+        "greedy",
+        "repetition-penalty",
+        "no-repeat-ngram",
+        "min-new-tokens",
+        "presence-frequency",
+        "frequency-past-the-window",
+        "dry",
+        "bias",
+    ],
 )
 def test_greedy_stories_are_the_same_on_both_backends(tiny_generator, llama_generator, options):
     settings = {"temperature": 0, "max_new_tokens": 40, "trim_to_sentence": False, **options}
@@ -182,7 +246,7 @@ def test_the_sampling_distribution_is_the_one_transformers_samples_from(params):
     the probabilities must equal those of transformers' processors on the whole vocabulary."""
     import torch
 
-    from taleforge.generate.sampling import TokenChooser, logits_processors
+    from taleforge.generate.sampling import logits_processors
 
     torch.manual_seed(0)
     logits = torch.randn(1, 500) * 4
@@ -192,16 +256,100 @@ def test_the_sampling_distribution_is_the_one_transformers_samples_from(params):
     )
     ids = torch.tensor([context])
     expected = torch.softmax(warpers(ids, processors(ids, logits.clone())), dim=-1)[0]
-    counts = torch.zeros(500)
-    chooser = TokenChooser(params, context, min_new_tokens=0, eos_ids=[0], rng=None)
+    assert_chooser_samples(expected, params, context, logits)
+
+
+def assert_chooser_samples(expected, params, context, logits, tokens=None, **chooser_options):
+    """llama.cpp's token chooser for a step from ``context``, at ``tokens`` (default: the
+    step's start), draws 4000 tokens: their frequencies must be ``expected``, and it never
+    draws a token ``expected`` gives no chance."""
+    import torch
+
+    from taleforge.generate.sampling import TokenChooser
+
     rng = torch.Generator().manual_seed(1)
+    chooser = TokenChooser(
+        params, context, min_new_tokens=0, eos_ids=[0], rng=rng, **chooser_options
+    )
+    counts = torch.zeros(logits.shape[-1])
     for _ in range(4000):
-        chooser.tokens = list(context)
-        chooser.rng = rng
+        chooser.tokens = list(tokens or context)
         counts[chooser.choose(logits[0].clone())] += 1
     observed = counts / counts.sum()
     assert set(observed.nonzero().flatten().tolist()) <= set(expected.nonzero().flatten().tolist())
     assert torch.allclose(observed, expected, atol=0.03)
+
+
+#: A context that repeats (3 7 42 ... 3 7 42: DRY penalises 9, which followed) and a bias.
+REPEATING = [3, 7, 42, 9, 5, 11, 3, 7, 42]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=1.1, top_k=40, presence_penalty=1.0, frequency_penalty=0.7),
+        SamplingParams(temperature=0.9, top_k=0, top_p=0.95, dry_multiplier=3.0),
+        SamplingParams(temperature=1.0, top_k=20, xtc_threshold=0.05, xtc_probability=1.0),
+        SamplingParams(
+            temperature=0.8,
+            top_k=40,
+            min_p=0.02,
+            repetition_penalty=1.2,
+            presence_penalty=0.5,
+            dry_multiplier=0.8,
+            dry_allowed_length=1,
+            xtc_threshold=0.1,
+            xtc_probability=1.0,
+        ),
+    ],
+    ids=["presence-frequency", "dry-no-top-k", "xtc-top-k", "all"],
+)
+def test_the_new_samplers_sample_the_same_distribution_on_llama_cpp(params):
+    """With the new samplers on, llama.cpp's chooser (top-k candidates only) samples the
+    distribution of the processor list the transformers backend hands to ``generate``."""
+    import torch
+
+    from taleforge.generate.sampling import logits_processors
+    from taleforge.generate.vocabulary import SamplerTokens
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 500) * 3
+    logits[0, 9] = logits.max() + 1  # the token DRY penalises is a likely one
+    tokens = SamplerTokens(bias={11: 2.0, 12: -100.0}, sequence_breakers={5: ((),)})
+    # the story generated 11 and 3 in an earlier window, and 42 in this one
+    context, earlier = REPEATING[:-1], (11, 3)
+    options = {"sampler_tokens": tokens, "earlier_tokens": earlier}
+    processors, warpers = logits_processors(
+        params, context_tokens=len(context), min_new_tokens=0, eos_ids=[0], **options
+    )
+    ids = torch.tensor([REPEATING])
+    expected = torch.softmax(warpers(ids, processors(ids, logits.clone())), dim=-1)[0]
+    assert expected[12] == 0
+    # the chooser at the same place: the step began after ``context`` and chose 42
+    assert_chooser_samples(expected, params, context, logits, tokens=REPEATING, **options)
+
+
+def test_xtc_half_the_time_samples_the_mixture_on_llama_cpp():
+    import torch
+
+    from taleforge.generate.sampling import logits_processors
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 500) * 3
+    xtc = SamplingParams(temperature=1.0, top_k=30, xtc_threshold=0.05, xtc_probability=0.5)
+    always = xtc.model_copy(update={"xtc_probability": 1.0})
+    never = xtc.model_copy(update={"xtc_probability": 0.0})
+
+    def distribution(params: SamplingParams) -> torch.Tensor:
+        processors, warpers = logits_processors(
+            params, context_tokens=1, min_new_tokens=0, eos_ids=[0]
+        )
+        ids = torch.tensor([[3]])
+        return torch.softmax(warpers(ids, processors(ids, logits.clone())), dim=-1)[0]
+
+    expected = 0.5 * distribution(always) + 0.5 * distribution(never)
+    assert not torch.allclose(distribution(always), distribution(never), atol=0.1)
+    assert_chooser_samples(expected, xtc, [3], logits)
 
 
 # -- concurrency on llama.cpp ------------------------------------------------------------------

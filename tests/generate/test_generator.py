@@ -110,7 +110,9 @@ def test_repetition_penalty_changes_greedy_output(tiny_generator):
     assert len(set(penalised.token_ids)) > len(set(plain.token_ids))
 
 
-def test_sampling_parameters_reach_transformers():
+def test_transformers_builds_no_processor_of_its_own():
+    """``generate`` gets taleforge's processor list (the one llama.cpp samples with); its
+    config must not add any, from our values or from its own defaults (top-k 50)."""
     params = SamplingParams(
         temperature=0.7,
         top_k=0,
@@ -120,20 +122,15 @@ def test_sampling_parameters_reach_transformers():
         repetition_penalty=1.3,
         no_repeat_ngram_size=3,
     )
-    config = generation_config(
-        params, max_new_tokens=9, min_new_tokens=2, pad_token_id=0, eos_token_id=1
+    config = generation_config(params, max_new_tokens=9, pad_token_id=0, eos_token_id=1)
+    assert config.do_sample and config.max_new_tokens == 9
+    assert (config.temperature, config.top_k, config.top_p, config.typical_p) == (1.0, 0, 1.0, 1.0)
+    assert (config.repetition_penalty, config.no_repeat_ngram_size) == (1.0, 0)
+    assert config.min_p is None and not config.min_new_tokens
+    greedy = generation_config(
+        SamplingParams(temperature=0), max_new_tokens=1, pad_token_id=0, eos_token_id=1
     )
-    assert config.do_sample and config.temperature == 0.7 and config.top_k is None
-    assert (config.top_p, config.typical_p, config.min_p) == (0.8, 0.9, 0.05)
-    assert (config.repetition_penalty, config.no_repeat_ngram_size) == (1.3, 3)
-    assert (config.max_new_tokens, config.min_new_tokens) == (9, 2)
-    assert not generation_config(
-        SamplingParams(temperature=0),
-        max_new_tokens=1,
-        min_new_tokens=0,
-        pad_token_id=0,
-        eos_token_id=1,
-    ).do_sample
+    assert not greedy.do_sample
 
 
 def test_length_limits(tiny_generator):

@@ -194,3 +194,44 @@ def test_cli_generate_writes_through_the_remote_server(upstream, tiny_model_dir)
         story["backend"] == "remote" and story["text"] == upstream_story(upstream, **greedy)["text"]
     )
     assert "HTTP Request" not in done.stderr
+
+
+def test_the_new_samplers_are_sent_under_the_names_servers_read(tiny_model_dir, monkeypatch):
+    """OpenAI's presence_penalty, frequency_penalty and logit_bias (word bias resolved with
+    the model's tokenizer here); DRY and XTC as llama.cpp's server and KoboldCpp name them;
+    nothing new when they are off."""
+    from taleforge.config import SamplingParams
+    from taleforge.generate import remote
+
+    monkeypatch.setattr(remote, "check_server", lambda *args, **kwargs: [str(tiny_model_dir)])
+    generator = RemoteStoryGenerator("http://127.0.0.1:9/v1", model=str(tiny_model_dir))
+    try:
+        plain = generator._body(SamplingParams(), seed=1)
+        assert not {"presence_penalty", "frequency_penalty", "logit_bias"} & set(plain)
+        assert not any(k.startswith(("dry_", "xtc_")) for k in plain.get("extra_body", {}))
+        params = SamplingParams(
+            presence_penalty=0.5,
+            frequency_penalty=-0.25,
+            logit_bias={7: 3},
+            word_bias={"castle": -5},
+            dry_multiplier=0.8,
+            dry_sequence_breakers=("\n",),
+            xtc_probability=0.5,
+        )
+        body = generator._body(params, seed=1)
+        castle = generator.vocabulary.word_tokens("castle")
+        assert (body["presence_penalty"], body["frequency_penalty"]) == (0.5, -0.25)
+        assert body["logit_bias"] == {"7": 3.0, **{str(t): -5.0 for t in sorted(castle)}}
+        assert body["extra_body"] == {
+            "top_k": 50,
+            "repetition_penalty": 1.1,
+            "dry_multiplier": 0.8,
+            "dry_base": 1.75,
+            "dry_allowed_length": 2,
+            "dry_penalty_last_n": -1,
+            "dry_sequence_breakers": ["\n"],
+            "xtc_probability": 0.5,
+            "xtc_threshold": 0.1,
+        }
+    finally:
+        generator.close()

@@ -16,32 +16,30 @@ def generation_config(
     params: SamplingParams,
     *,
     max_new_tokens: int,
-    min_new_tokens: int,
     pad_token_id: int | None,
     eos_token_id: int | list[int] | None,
 ) -> Any:
-    """Map our sampling parameters to a transformers ``GenerationConfig``."""
+    """A transformers ``GenerationConfig`` that samples (or decodes greedily) and builds no
+    logits processor of its own: ``generate`` gets ours, from
+    :func:`taleforge.generate.sampling.logits_processors`, the list llama.cpp samples with.
+
+    The neutral values are explicit: ``generate`` fills a value left unset from the model's
+    ``generation_config.json`` or its own defaults (top-k 50), which would add processors
+    the other backend does not have.
+    """
     from transformers import GenerationConfig
 
     options: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
-        "min_new_tokens": min_new_tokens,
-        "repetition_penalty": params.repetition_penalty,
-        "no_repeat_ngram_size": params.no_repeat_ngram_size,
+        "min_new_tokens": 0,
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
         "pad_token_id": pad_token_id,
         "eos_token_id": eos_token_id,
+        "do_sample": not params.greedy,
     }
-    if params.greedy:
-        options["do_sample"] = False
-    else:
-        options.update(
-            do_sample=True,
-            temperature=params.temperature,
-            top_k=params.top_k or None,
-            top_p=params.top_p,
-            typical_p=params.typical_p,
-            min_p=params.min_p or None,
-        )
+    if not params.greedy:  # greedy decoding applies no warper (and warns about their flags)
+        options.update(temperature=1.0, top_k=0, top_p=1.0, typical_p=1.0)
     return GenerationConfig(**options)
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from taleforge.config import MODES, ModelConfig, SamplingParams, make_sampling
@@ -18,6 +19,7 @@ from taleforge.generate.backends import Backend, DecodeStep, open_backend, open_
 from taleforge.generate.postprocess import cut_at_stop, find_stop, finish_text, stream_safe_length
 from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
+from taleforge.generate.vocabulary import SamplerTokens, SamplerVocabulary
 from taleforge.genres import GenreChoice, choose_genre, normalize_genre, split_leading_tag
 from taleforge.models import LoadedModel
 
@@ -323,9 +325,20 @@ class StoryGenerator:
         if genre is not None and genre.strip().lower() not in ("auto", "none", ""):
             genre = normalize_genre(genre)
         params = make_sampling(self.sampling, **sampling)
+        self.sampler_tokens(params)  # a token id outside the vocabulary is an error now
         return StoryRequest(
             prompt, mode, genre, params, memory, authors_note, tuple(dict(t) for t in history)
         )
+
+    @cached_property
+    def vocabulary(self) -> SamplerVocabulary:
+        """The model's vocabulary as the samplers need it (token texts, kept once computed)."""
+        return SamplerVocabulary(self.model.tokenizer)
+
+    def sampler_tokens(self, params: SamplingParams) -> SamplerTokens:
+        """``params``' logit and word biases and DRY sequence breakers in this model's token
+        ids (raises :class:`ConfigError` for a token id the model does not have)."""
+        return self.vocabulary.sampler_tokens(params)
 
     def plan(self, request: StoryRequest) -> PromptPlan:
         """Format a request for this model (pure; shown by ``--json`` as formatted_prompt)."""
@@ -417,6 +430,7 @@ class StoryGenerator:
                 f"tokens of the model's {self.context_length}-token window: shorten them"
             )
         eos_ids = set(self.backend.eos_token_ids)
+        sampler_tokens = self.sampler_tokens(params)
 
         generated: list[int] = []
         shown = 0
@@ -460,6 +474,8 @@ class StoryGenerator:
                 min_new_tokens=min(step, max(0, params.min_new_tokens - len(generated))),
                 eos_ids=tuple(sorted(eos_ids)),
                 pad_token_id=tokenizer.pad_token_id,
+                sampler_tokens=sampler_tokens,
+                earlier_tokens=tuple(generated),
             )
             before = len(generated)
             new_tokens = self.backend.decode(

@@ -39,6 +39,7 @@ from taleforge.generate.generator import StoryGenerator, StoryRequest, story_tex
 from taleforge.generate.postprocess import find_stop, stream_safe_length
 from taleforge.generate.prompts import SYSTEM_PROMPT, ChatMessage, PromptPlan
 from taleforge.generate.result import FinishReason, Story, StreamChunk
+from taleforge.generate.vocabulary import SamplerTokens
 from taleforge.genres import GenreChoice
 from taleforge.models import LoadedModel
 
@@ -223,6 +224,11 @@ class RemoteStoryGenerator(StoryGenerator):
     def close(self) -> None:
         self.client.close()
 
+    def sampler_tokens(self, params: SamplingParams) -> SamplerTokens:
+        """The biases in token ids (word bias needs the model's tokenizer here); the server
+        finds DRY's sequence breakers in its own vocabulary."""
+        return SamplerTokens(bias=self.vocabulary.bias(params))
+
     def plan(self, request: StoryRequest) -> PromptPlan:
         if request.mode == "chat" and not self._local_chat:
             # No chat template here: the server's chat API applies its own.
@@ -297,6 +303,21 @@ class RemoteStoryGenerator(StoryGenerator):
             extra["no_repeat_ngram_size"] = params.no_repeat_ngram_size
         if params.min_new_tokens:
             extra["min_tokens"] = params.min_new_tokens
+        if params.presence_penalty:
+            body["presence_penalty"] = params.presence_penalty
+        if params.frequency_penalty:
+            body["frequency_penalty"] = params.frequency_penalty
+        bias = self.vocabulary.bias(params)
+        if bias:  # OpenAI's keys are token ids as strings
+            body["logit_bias"] = {str(token): value for token, value in sorted(bias.items())}
+        if params.dry_multiplier and params.dry_penalty_last_n:
+            # llama.cpp's server and KoboldCpp read DRY and XTC under these names
+            for name in ("multiplier", "base", "allowed_length", "penalty_last_n"):
+                extra[f"dry_{name}"] = getattr(params, f"dry_{name}")
+            extra["dry_sequence_breakers"] = list(params.dry_sequence_breakers)
+        if params.xtc_probability:
+            extra["xtc_probability"] = params.xtc_probability
+            extra["xtc_threshold"] = params.xtc_threshold
         if extra:
             body["extra_body"] = extra
         return body

@@ -2,8 +2,10 @@
 
 transformers' ``generate`` applies its logits processors in a fixed order (repetition
 penalty, no-repeat n-grams, minimum length, then temperature, top-k, top-p, min-p, typical-p)
-and samples with ``torch.multinomial``. Backends that compute logits themselves (llama.cpp)
-choose tokens here, with the same processors in the same order, so every sampling control
+and samples with ``torch.multinomial``. :func:`logits_processors` builds that list, with the
+samplers of :mod:`taleforge.generate.samplers` (logit bias, presence and frequency penalties,
+DRY, XTC) in their places; the transformers backend gives it to ``generate`` and backends that
+compute logits themselves (llama.cpp) choose tokens here with it, so every sampling control
 means the same thing on every backend: only the logits differ (by the export's quantization).
 """
 
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taleforge.config import SamplingParams
+from taleforge.generate.vocabulary import SamplerTokens
 
 
 def logits_processors(
@@ -21,16 +24,26 @@ def logits_processors(
     context_tokens: int,
     min_new_tokens: int,
     eos_ids: Sequence[int],
+    sampler_tokens: SamplerTokens | None = None,
+    earlier_tokens: Sequence[int] = (),
+    rng: Any = None,
 ) -> tuple[Any, Any]:
-    """The processors ``generate`` would build for these parameters, in its order, as two
-    lists: those that need the whole vocabulary (penalties, bans) and the sampling warpers
-    (temperature, top-k, top-p, min-p, typical-p; empty when greedy).
+    """The processors for these parameters, in ``generate``'s order with ours in their places
+    (see :mod:`taleforge.generate.samplers`), as two lists: those that need the whole
+    vocabulary (bias, penalties, DRY, bans) and the sampling warpers (temperature, top-k,
+    top-p, min-p, typical-p, XTC; empty when greedy).
 
     Args:
         params: Our sampling parameters.
         context_tokens: Tokens in the context the new tokens follow.
         min_new_tokens: New tokens before end-of-sequence is allowed.
         eos_ids: End-of-sequence token ids.
+        sampler_tokens: The request's logit biases and DRY sequence breakers in token ids
+            (:meth:`~taleforge.generate.vocabulary.SamplerVocabulary.sampler_tokens`);
+            default: ``params.logit_bias`` alone (word bias and breakers need the tokenizer).
+        earlier_tokens: Tokens the story generated before this context's step (presence
+            and frequency penalties count them).
+        rng: The story's ``torch.Generator`` for XTC's draws (None: torch's global one).
     """
     from transformers import (
         LogitsProcessorList,
@@ -44,9 +57,33 @@ def logits_processors(
         TypicalLogitsWarper,
     )
 
+    from taleforge.generate import samplers
+
+    tokens = sampler_tokens or SamplerTokens(bias=dict(params.logit_bias))
     processors: list[Any] = []
+    if tokens.bias:
+        processors.append(samplers.LogitBias(tokens.bias))
     if params.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    if params.presence_penalty or params.frequency_penalty:
+        processors.append(
+            samplers.PresenceFrequencyPenalty(
+                params.presence_penalty,
+                params.frequency_penalty,
+                context_tokens=context_tokens,
+                earlier_tokens=earlier_tokens,
+            )
+        )
+    if params.dry_multiplier > 0 and params.dry_penalty_last_n != 0:
+        processors.append(
+            samplers.DRY(
+                params.dry_multiplier,
+                params.dry_base,
+                params.dry_allowed_length,
+                params.dry_penalty_last_n,
+                tokens.sequence_breakers,
+            )
+        )
     if params.no_repeat_ngram_size > 0:
         processors.append(NoRepeatNGramLogitsProcessor(params.no_repeat_ngram_size))
     if min_new_tokens > 0 and eos_ids:
@@ -65,6 +102,10 @@ def logits_processors(
             warpers.append(MinPLogitsWarper(params.min_p))
         if params.typical_p < 1.0:
             warpers.append(TypicalLogitsWarper(params.typical_p))
+        if params.xtc_probability > 0:
+            warpers.append(
+                samplers.ExcludeTopChoices(params.xtc_threshold, params.xtc_probability, rng)
+            )
     return LogitsProcessorList(processors), LogitsProcessorList(warpers)
 
 
@@ -73,12 +114,14 @@ class TokenChooser:
 
     Args:
         params: Sampling parameters.
-        context: The token ids the step starts from (repetition penalty and n-gram bans
-            look at them, as in ``generate``).
+        context: The token ids the step starts from (repetition penalty, DRY and n-gram
+            bans look at them, as in ``generate``).
         min_new_tokens: New tokens before end-of-sequence is allowed in this step.
         eos_ids: End-of-sequence ids.
         rng: A seeded ``torch.Generator`` (one per story, so concurrent stories do not
-            disturb each other's randomness).
+            disturb each other's randomness); XTC draws from it too.
+        sampler_tokens: Logit biases and DRY sequence breakers in token ids.
+        earlier_tokens: Tokens the story generated before this step.
     """
 
     def __init__(
@@ -89,18 +132,28 @@ class TokenChooser:
         min_new_tokens: int,
         eos_ids: Sequence[int],
         rng: Any,
+        sampler_tokens: SamplerTokens | None = None,
+        earlier_tokens: Sequence[int] = (),
     ) -> None:
         self.greedy = params.greedy
         self.tokens = list(context)
         self.rng = rng
         self.processors, warpers = logits_processors(
-            params, context_tokens=len(context), min_new_tokens=min_new_tokens, eos_ids=eos_ids
+            params,
+            context_tokens=len(context),
+            min_new_tokens=min_new_tokens,
+            eos_ids=eos_ids,
+            sampler_tokens=sampler_tokens,
+            earlier_tokens=earlier_tokens,
+            rng=rng,
         )
         self.temperature = params.temperature
         self.top_k = params.top_k
         # After top-k every other token is -inf (probability 0), so the warpers that follow
-        # give the same distribution on the k candidates alone: sorting 50 values instead of
-        # a 49,152-token vocabulary is what keeps sampling well under a millisecond.
+        # (XTC included: its probabilities are the same) give the same distribution on the
+        # k candidates alone: sorting 50 values instead of a 49,152-token vocabulary is what
+        # keeps sampling well under a millisecond. Penalties and biases come before top-k and
+        # still see the whole vocabulary.
         self.candidate_warpers = type(warpers)(warpers[2 if params.temperature != 1.0 else 1 :])
         self.warpers = warpers
 

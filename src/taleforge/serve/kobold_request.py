@@ -80,7 +80,7 @@ FIELDS: dict[str, Rule] = {
     "dry_base": Rule("dry_base", what=_DRY, switch="dry_multiplier"),
     "dry_allowed_length": Rule("dry_allowed_length", what=_DRY, switch="dry_multiplier"),
     "dry_sequence_breakers": Rule("dry_sequence_breakers", what=_DRY, switch="dry_multiplier"),
-    "dry_penalty_last_n": Rule("dry_range", what=_DRY, switch="dry_multiplier"),
+    "dry_penalty_last_n": Rule("dry_penalty_last_n", what=_DRY, switch="dry_multiplier"),
     "xtc_probability": Rule("xtc_probability", 0, "XTC"),
     "xtc_threshold": Rule("xtc_threshold", what="XTC", switch="xtc_probability"),
     # rules of their own (below)

@@ -12,15 +12,21 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from taleforge.config import SamplingParams
+from taleforge.generate.vocabulary import SamplerTokens
 
 
 @dataclass(frozen=True)
 class DecodeStep:
-    """One call to the model: continue ``context`` by at most ``max_new_tokens`` tokens."""
+    """One call to the model: continue ``context`` by at most ``max_new_tokens`` tokens.
+
+    ``sampler_tokens`` holds the request's logit biases and DRY sequence breakers in token
+    ids; ``earlier_tokens`` the tokens the story generated before this step (a story longer
+    than the window takes several), which presence and frequency penalties count.
+    """
 
     context: list[int]
     params: SamplingParams
@@ -28,6 +34,8 @@ class DecodeStep:
     min_new_tokens: int
     eos_ids: tuple[int, ...]
     pad_token_id: int | None
+    sampler_tokens: SamplerTokens = field(default_factory=SamplerTokens)
+    earlier_tokens: tuple[int, ...] = ()
 
 
 #: Receives each new token id as soon as it is chosen.

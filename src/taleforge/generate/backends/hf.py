@@ -16,6 +16,7 @@ from taleforge.generate.backends.base import (
     ShouldStop,
     wait_for,
 )
+from taleforge.generate.sampling import logits_processors
 from taleforge.models import LoadedModel
 
 
@@ -72,13 +73,23 @@ class TransformersBackend(Backend):
         should_stop: ShouldStop,
     ) -> list[int]:
         import torch
+        from transformers import LogitsProcessorList
 
         config = decoding.generation_config(
             step.params,
             max_new_tokens=step.max_new_tokens,
-            min_new_tokens=step.min_new_tokens,
             pad_token_id=step.pad_token_id,
             eos_token_id=list(step.eos_ids) or None,
+        )
+        # the processors llama.cpp's token chooser uses, so both backends sample alike;
+        # XTC draws from torch's global generator, which new_rng seeded
+        processors, warpers = logits_processors(
+            step.params,
+            context_tokens=len(step.context),
+            min_new_tokens=step.min_new_tokens,
+            eos_ids=step.eos_ids,
+            sampler_tokens=step.sampler_tokens,
+            earlier_tokens=step.earlier_tokens,
         )
         input_ids = torch.tensor([step.context])
         with torch.inference_mode():
@@ -86,6 +97,7 @@ class TransformersBackend(Backend):
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=config,
+                logits_processor=LogitsProcessorList([*processors, *warpers]),
                 stopping_criteria=decoding.stopping_criteria(should_stop),
                 streamer=decoding.TokenSink(on_token),
             )

@@ -117,6 +117,8 @@ class LlamaCppBackend(Backend):
             min_new_tokens=step.min_new_tokens,
             eos_ids=step.eos_ids,
             rng=rng,
+            sampler_tokens=step.sampler_tokens,
+            earlier_tokens=step.earlier_tokens,
         )
         sequence = Sequence(
             slot=slot,
