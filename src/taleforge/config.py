@@ -300,6 +300,17 @@ class SamplingParams(_Section):
     trim_to_sentence: bool = Field(
         True, description="Cut an unfinished last sentence when the length limit is hit."
     )
+    banned_phrases: tuple[str, ...] = Field(
+        (),
+        max_length=2000,
+        description="Phrases never written (whole words, any case): where one appears, the "
+        "story is rewound to where it began and written on differently.",
+    )
+    ban_cliches: bool = Field(
+        False,
+        description="Also ban taleforge's list of the story model's clichés "
+        "(taleforge/assets/cliches.txt; see docs/decoding.md).",
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -345,6 +356,20 @@ class SamplingParams(_Section):
     def _words_not_blank(cls, value: dict[str, float]) -> dict[str, float]:
         if any(not word.strip() for word in value):
             raise ValueError('word_bias needs words, not blank keys: e.g. {"suddenly": -5}')
+        return value
+
+    @field_validator("banned_phrases", mode="before")
+    @classmethod
+    def _phrases_as_tuple(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("banned_phrases")
+    @classmethod
+    def _phrases_have_words(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not phrase.strip() for phrase in value):
+            raise ValueError("banned phrases must not be empty: remove the empty entry")
+        if too_long := [p[:40] for p in value if len(p) > 200]:
+            raise ValueError(f"banned phrases are at most 200 characters: shorten {too_long}")
         return value
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from taleforge.config import MODES, ModelConfig, SamplingParams, make_sampling
 from taleforge.errors import ConfigError
 from taleforge.generate import decoding
 from taleforge.generate.backends import Backend, DecodeStep, open_backend, open_model
+from taleforge.generate.bans import Backtracker, phrase_bans
 from taleforge.generate.postprocess import cut_at_stop, find_stop, finish_text, stream_safe_length
 from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
@@ -437,23 +438,39 @@ class StoryGenerator:
         first_token_at: float | None = None
         stop_hit = False
 
+        def decode(ids: Sequence[int]) -> str:
+            return str(tokenizer.decode(ids, skip_special_tokens=True))
+
+        bans = phrase_bans(params)
+        backtrack = Backtracker(bans, decode) if bans else None
+        banned_at: int | None = None  # where a banned phrase begins in the new text
+
         def on_token(token_id: int) -> None:
-            nonlocal shown, first_token_at, stop_hit
+            nonlocal shown, first_token_at, stop_hit, banned_at
             if first_token_at is None:
                 first_token_at = time.perf_counter()
-            if token_id in eos_ids:
+            if token_id in eos_ids or banned_at is not None:
                 return
             generated.append(token_id)
-            text = tokenizer.decode(generated, skip_special_tokens=True)
+            text = decode(generated)
+            if backtrack is not None:
+                banned_at = bans.find(text, start=shown)  # none begins in what was shown
+                if banned_at is not None:
+                    return  # the step ends; the loop rewinds to where the phrase began
             if params.stop and len(generated) >= params.min_new_tokens:
                 at = find_stop(text, params.stop)
                 if at is not None:
                     stop_hit = True
                     text = text[:at]
             limit = len(text) if stop_hit else stream_safe_length(text, params.stop)
+            if backtrack is not None:
+                limit = min(limit, backtrack.shown_limit(generated, text))
             if limit > shown:
                 emit(StreamChunk(index, text[shown:limit]))
                 shown = limit
+
+        def should_stop() -> bool:
+            return cancel.is_set() or stop_hit or banned_at is not None
 
         rng = self.backend.new_rng(seed)
         finish: FinishReason = "length"
@@ -467,9 +484,16 @@ class StoryGenerator:
             if keep < len(story_ids):
                 shifts += 1
             context = decoding.build_context(header_ids, story_ids, keep, note_ids)
+            step_params = params
+            taken_back = backtrack.forbidden.get(len(generated)) if backtrack else None
+            if taken_back:  # after a rewind: one token, never one that began a ban here
+                step = 1
+                step_params = params.model_copy(
+                    update={"logit_bias": {**params.logit_bias, **dict.fromkeys(taken_back, -100)}}
+                )
             decode_step = DecodeStep(
                 context=context,
-                params=params,
+                params=step_params,
                 max_new_tokens=step,
                 min_new_tokens=min(step, max(0, params.min_new_tokens - len(generated))),
                 eos_ids=tuple(sorted(eos_ids)),
@@ -478,18 +502,33 @@ class StoryGenerator:
                 earlier_tokens=tuple(generated),
             )
             before = len(generated)
-            new_tokens = self.backend.decode(
-                slot, decode_step, rng, on_token, lambda: cancel.is_set() or stop_hit
-            )
+            new_tokens = self.backend.decode(slot, decode_step, rng, on_token, should_stop)
             if cancel.is_set():
                 finish = "cancelled"
                 break
+            ended = any(t in eos_ids for t in new_tokens) or len(generated) == before
+            if backtrack is not None and not stop_hit:
+                # a phrase found while writing, or one the story's end completes
+                text = decode(generated)
+                at = banned_at
+                if at is None and (ended or len(generated) >= params.max_new_tokens):
+                    at = bans.find(text, final=True)
+                if at is not None:
+                    backtrack.rewind(generated, text, at)
+                    banned_at = None
+                    continue
             if stop_hit:
                 finish = "stop"
                 break
-            if any(t in eos_ids for t in new_tokens) or len(generated) == before:
+            if ended:
                 finish = "eos"
                 break
+        if backtrack is not None and backtrack.rewinds:
+            log.debug("story %d: %d banned phrases taken back", index, backtrack.rewinds)
+        # what was held back (a possible stop or banned phrase that never came) is shown
+        rest = cut_at_stop(decode(generated), params.stop)[0]
+        if len(rest) > shown and not cancel.is_set():
+            emit(StreamChunk(index, rest[shown:]))
         return self._finish_story(
             request,
             plan,
