@@ -6,7 +6,7 @@ STAMP := $(VENV)/.taleforge-installed
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: setup run story test test-fast lint format typecheck bench bench-train mlflow-ui story-model clean
+.PHONY: setup run story test test-fast lint format typecheck bench bench-train bench-decoding cliche-list mlflow-ui story-model clean
 
 # The venv is (re)installed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -62,6 +62,16 @@ bench: setup
 ## bench-train: packing vs pad-to-128 training throughput (a few minutes)
 bench-train: setup
 	$(PY) benchmarks/train.py --output benchmarks/results/train.json
+
+## bench-decoding: the story model with and without DRY and the cliché bans, 40 prompts x 300
+## tokens (about 20 minutes); JSON in benchmarks/results/, plot in docs/img/
+bench-decoding: setup
+	$(PY) benchmarks/decoding.py --output benchmarks/results/decoding.json --plot docs/img/decoding.png
+
+## cliche-list: re-make the shipped cliché list from the story model's own stories (about 15
+## minutes); the evidence in benchmarks/results/cliche_list.json
+cliche-list: setup
+	$(PY) benchmarks/cliche_list.py --prompts 64 --output src/taleforge/assets/cliches.txt
 
 ## mlflow-ui: browse the training runs tracked under runs/ (http://127.0.0.1:5000)
 mlflow-ui: setup
