@@ -25,11 +25,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from taleforge.config import load_config
-from taleforge.data import prepare
+from story_model import add_model_arguments, corpus_records, human_texts, model_config
 from taleforge.evaluate.cliche import find_cliches
 from taleforge.generate import StoryGenerator
-from taleforge.models import training_base
 
 #: A story's training header: "Write a long sci-fi story based on this idea: ...".
 IDEA = re.compile(r"Write a (?:long |short )?(?:([\w-]+) )?story based on this idea: (.+?)<\|")
@@ -37,18 +35,8 @@ IDEA = re.compile(r"Write a (?:long |short )?(?:([\w-]+) )?story based on this i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="corpus-finetune")
-    parser.add_argument("--model", default="taleforge-stories")
-    parser.add_argument("--backend", default="llama.cpp")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="llama.cpp threads; 0 = one per core (on a busy "
-        "machine 1 avoids llama.cpp's threads spinning while they wait for each other)",
-    )
-    parser.add_argument("--prompts", type=int, default=96)
-    parser.add_argument("--tokens", type=int, default=300)
+    add_model_arguments(parser)
+    parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1000, help="first seed (then +1 per story)")
     parser.add_argument("--min-stories", type=int, default=3)
     parser.add_argument("--output", type=Path, default=Path("src/taleforge/assets/cliches.txt"))
@@ -56,17 +44,9 @@ def main() -> None:
     parser.add_argument("--evidence", type=Path, default=evidence)
     args = parser.parse_args()
 
-    config = load_config(
-        args.config,
-        {
-            "model.spec": args.model,
-            "model.backend": args.backend,
-            "model.threads": args.threads,
-            "sampling.max_new_tokens": args.tokens,
-        },
-    )
-    records = prepare(config.data, training_base(config.model.spec)).load_records()
-    human = [row["text"] for split in records.values() for row in split if row["text"]]
+    config = model_config(args)
+    records = corpus_records(config)
+    human = human_texts(records)
     ideas = [m.groups() for row in records["train"] if (m := IDEA.search(row["formatted"]))]
     chosen = random.Random(args.seed).sample(ideas, min(args.prompts, len(ideas)))
     generator = StoryGenerator.from_config(config.model, sampling=config.sampling)

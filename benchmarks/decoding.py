@@ -25,14 +25,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from taleforge.config import load_config, make_sampling
-from taleforge.data import prepare
+from story_model import add_model_arguments, corpus_records, human_texts, model_config
+from taleforge.config import make_sampling
 from taleforge.evaluate.cliche import find_cliches
 from taleforge.evaluate.metrics import distinct_n, seq_rep_n, words
 from taleforge.generate import StoryGenerator
 from taleforge.generate.bans import phrase_bans
 from taleforge.genres import split_leading_tag
-from taleforge.models import training_base
 
 #: The settings compared with the default sampling (each on top of it): DRY at the
 #: multiplier its author recommends (0.8, its other settings at their defaults) and the
@@ -44,32 +43,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="corpus-finetune")
-    parser.add_argument("--model", default="taleforge-stories")
-    parser.add_argument("--backend", default="llama.cpp")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="llama.cpp threads; 0 = one per core (on a busy "
-        "machine 1 avoids llama.cpp's threads spinning while they wait for each other)",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--prompts", type=int, default=40)
-    parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--prompt-file", type=Path, default=Path("data/corpus/eval-prompts.txt"))
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/decoding.json"))
     parser.add_argument("--plot", type=Path, default=Path("docs/img/decoding.png"))
     args = parser.parse_args()
 
-    config = load_config(
-        args.config,
-        {
-            "model.spec": args.model,
-            "model.backend": args.backend,
-            "model.threads": args.threads,
-            "sampling.max_new_tokens": args.tokens,
-        },
-    )
+    config = model_config(args)
     lines = args.prompt_file.read_text(encoding="utf-8").splitlines()
     ideas = [split_leading_tag(line.strip()) for line in lines if line.strip()][: args.prompts]
     settings = {"default": config.sampling}
@@ -89,8 +70,7 @@ def main() -> None:
                 bar.update()
 
     print("comparing with the corpus's human texts …", flush=True)
-    records = prepare(config.data, training_base(config.model.spec)).load_records()
-    human = [row["text"] for split in records.values() for row in split if row["text"]]
+    human = human_texts(corpus_records(config))
     results: dict[str, dict[str, Any]] = {}
     for name, written in stories.items():
         texts = [s.generated_text for s, _ in written]
