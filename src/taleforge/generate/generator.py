@@ -16,7 +16,13 @@ from taleforge.config import MODES, ModelConfig, SamplingParams, make_sampling
 from taleforge.errors import ConfigError
 from taleforge.generate import decoding
 from taleforge.generate.backends import Backend, DecodeStep, open_backend, open_model
-from taleforge.generate.postprocess import cut_at_stop, find_stop, finish_text, stream_safe_length
+from taleforge.generate.postprocess import (
+    cut_at_stop,
+    find_stop,
+    finish_text,
+    stream_safe_length,
+    stream_tail,
+)
 from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
 from taleforge.generate.vocabulary import SamplerTokens, SamplerVocabulary
@@ -490,6 +496,10 @@ class StoryGenerator:
             if any(t in eos_ids for t in new_tokens) or len(generated) == before:
                 finish = "eos"
                 break
+        if finish in ("eos", "length"):  # the stream ends with the whole text
+            tail = stream_tail(tokenizer.decode(generated, skip_special_tokens=True), shown)
+            if tail:
+                emit(StreamChunk(index, tail))
         return self._finish_story(
             request,
             plan,
