@@ -1,8 +1,7 @@
 """The HTTP API: taleforge's own ``/api`` and the OpenAI-compatible ``/v1``.
 
-Errors are JSON ``{"error": {"message", "type", "param"}}`` (the OpenAI shape, so its
-client shows the message) with a 4xx status that says what went wrong: 400 invalid request,
-404 unknown model, 413 prompt too long, 422 invalid field, 503 busy.
+Errors are JSON in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``
+(:mod:`taleforge.serve.api_errors`).
 """
 
 from __future__ import annotations
@@ -14,40 +13,19 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from taleforge.config import MODES, SamplingParams, optional_fields
 from taleforge.errors import ConfigError
 from taleforge.generate.result import GenerationResult, Story
+from taleforge.serve.api_errors import APIError, as_api_error
 from taleforge.serve.limits import limit_generation
 from taleforge.serve.registry import BusyError, ModelRegistry, UnknownModelError
 from taleforge.serve.sanitize import CleanText
 from taleforge.serve.streaming import chunks, generation
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class APIError(Exception):
-    """An error answered as JSON with ``status``."""
-
-    def __init__(self, status: int, message: str, kind: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param}}
-        return JSONResponse(body, status_code=self.status)
-
-
-def as_api_error(exc: Exception) -> APIError:
-    if isinstance(exc, UnknownModelError):
-        return APIError(404, str(exc), "model_not_found", "model")
-    if isinstance(exc, BusyError):
-        return APIError(503, str(exc), "server_busy")
-    if isinstance(exc, ConfigError):
-        return APIError(400, str(exc), "invalid_request_error")
-    raise exc
 
 
 # -- request bodies --------------------------------------------------------------------------
@@ -292,7 +270,7 @@ def build_router(registry: ModelRegistry) -> APIRouter:
                 if done_marker:
                     yield _sse(done_marker)
             except ConfigError as exc:
-                yield _sse({"error": {"message": str(exc), "type": "invalid_request_error"}})
+                yield _sse(as_api_error(exc).body())
             finally:
                 await context.__aexit__(None, None, None)
 
