@@ -67,6 +67,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
+#: A chat template for the tiny GPT-2, so that chat mode (and /v1/chat/completions) runs on
+#: it: "role: content" lines, then "assistant:".
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny GPT-2 with a chat template and a 512-token window (the chat scaffold with its
+    system prompt does not fit in 64 tokens)."""
+    from transformers import AutoTokenizer
+
+    directory = build_tiny_gpt2(tmp_path_factory.mktemp("tiny-chat"), n_positions=512)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir: Path):
     from taleforge.models import load_model

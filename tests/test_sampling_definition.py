@@ -15,7 +15,10 @@ from taleforge.config import SamplingParams
 from taleforge.serve.api import SAMPLING_NAMES
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "taleforge"
-NAMES = set(SamplingParams.model_fields) | set(SAMPLING_NAMES)
+#: OpenAI's n (num_stories) is every library's keyword for a count (difflib, statistics):
+#: not scanned for; num_stories, its taleforge name, is.
+GENERIC = {"n"}
+NAMES = set(SamplingParams.model_fields) | set(SAMPLING_NAMES) - GENERIC
 BOUNDS = {"ge", "gt", "le", "lt", "max_length", "min_length"}
 #: Deliberate values, not defaults: each with the reason it is not the configured one.
 NEUTRAL = "transformers' GenerationConfig set to 'off', so generate adds no processor of its own"

@@ -109,6 +109,33 @@ def test_invalid_json_is_a_400(tiny_server):
     assert "not valid JSON" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "words"),
+    [
+        ("/api/generate", b'{"prompt": null}', ["'prompt' should be a valid string"]),
+        ("/v1/completions", b'{"prompt": null}', ["'prompt'", "string"]),
+        ("/v1/completions", b'{"prompt": "a", "temperature": NaN}', ["'temperature'", "finite"]),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": 5}]}',
+            ["'messages[0].content' should be a valid string"],
+        ),
+    ],
+)
+def test_errors_are_in_openais_shape_and_name_fields_as_sent(tiny_server, path, body, words):
+    response = httpx.post(
+        f"{tiny_server}{path}", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    # never pydantic's internal names ('prompt.function-after[clean_text(), str]') or words
+    for internal in ("function-after", "clean_text", "list[", "Input should"):
+        assert internal not in error["message"]
+    for word in words:
+        assert word in error["message"]
+
+
 def test_models_health_and_openapi(tiny_server, tiny_model_dir):
     models = httpx.get(f"{tiny_server}/api/models").json()
     ids = [m["id"] for m in models["models"]]

@@ -72,10 +72,14 @@ def test_a_studio_request_is_cleaned_and_checked():
         "history": [{"role": "user", "content": "hi"}],
         "temperature": 0.5,
     }
-    with pytest.raises(TextTooLong, match="memory and author's note"):
+    # One limit for everything a generation reads, as on every API route.
+    with pytest.raises(TextTooLong, match="text is 101 characters"):
+        clean_request("a" * 101, {}, max_chars=100)
+    with pytest.raises(TextTooLong, match="memory, author's note and earlier messages is 121"):
         clean_request("a", {"memory": "m" * 60, "authors_note": "n" * 60}, max_chars=100)
-    with pytest.raises(TextTooLong, match="chat"):
-        clean_request("a", {"history": [{"role": "user", "content": "h" * 101}]}, max_chars=100)
+    with pytest.raises(TextTooLong, match="is 101 characters"):
+        clean_request("a", {"history": [{"role": "user", "content": "h" * 100}]}, max_chars=100)
+    clean_request("a" * 40, {"memory": "m" * 30, "authors_note": "n" * 30}, max_chars=100)
 
 
 def test_the_api_cleans_what_it_is_sent(tiny_server):

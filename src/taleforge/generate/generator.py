@@ -17,7 +17,13 @@ from taleforge.errors import ConfigError
 from taleforge.generate import decoding
 from taleforge.generate.backends import Backend, DecodeStep, open_backend, open_model
 from taleforge.generate.bans import Backtracker, phrase_bans
-from taleforge.generate.postprocess import cut_at_stop, find_stop, finish_text, stream_safe_length
+from taleforge.generate.postprocess import (
+    cut_at_stop,
+    find_stop,
+    finish_text,
+    stream_safe_length,
+    stream_tail,
+)
 from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
 from taleforge.generate.vocabulary import SamplerTokens, SamplerVocabulary
@@ -460,10 +466,14 @@ class StoryGenerator:
             if params.stop and len(generated) >= params.min_new_tokens:
                 at = find_stop(text, params.stop)
                 if at is not None:
+                    if backtrack is not None:
+                        banned_at = bans.find(text[:at], final=True, start=shown)
+                        if banned_at is not None:
+                            return  # it would end on a banned phrase: that is taken back
                     stop_hit = True
                     text = text[:at]
             limit = len(text) if stop_hit else stream_safe_length(text, params.stop)
-            if backtrack is not None:
+            if backtrack is not None and not stop_hit:
                 limit = min(limit, backtrack.shown_limit(generated, text))
             if limit > shown:
                 emit(StreamChunk(index, text[shown:limit]))
@@ -525,10 +535,11 @@ class StoryGenerator:
                 break
         if backtrack is not None and backtrack.rewinds:
             log.debug("story %d: %d banned phrases taken back", index, backtrack.rewinds)
-        # what was held back (a possible stop or banned phrase that never came) is shown
-        rest = cut_at_stop(decode(generated), params.stop)[0]
-        if len(rest) > shown and not cancel.is_set():
-            emit(StreamChunk(index, rest[shown:]))
+        if finish in ("eos", "length"):  # the stream ends with the whole text: what was held
+            # back (a possible stop sequence or banned phrase that never came) is shown
+            tail = stream_tail(decode(generated), shown)
+            if tail:
+                emit(StreamChunk(index, tail))
         return self._finish_story(
             request,
             plan,

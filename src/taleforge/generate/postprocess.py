@@ -44,6 +44,13 @@ def stream_safe_length(text: str, stops: Sequence[str]) -> int:
     return limit
 
 
+def stream_tail(text: str, shown: int) -> str:
+    """What a finished stream still owes after ``shown`` characters of ``text``: the tail
+    :func:`stream_safe_length` held back as the possible start of a stop sequence that never
+    came, without an unfinished UTF-8 character (its bytes will not be completed now)."""
+    return text.rstrip("\ufffd")[shown:]
+
+
 def strip_template_markers(text: str) -> str:
     """Remove prompt-format markers (``[WP]``, ``<|im_end|>``, ...) that leaked into a story."""
     for marker in TEMPLATE_MARKERS:

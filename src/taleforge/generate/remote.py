@@ -36,7 +36,7 @@ from taleforge.config import ModelConfig, SamplingParams
 from taleforge.errors import ConfigError, ModelLoadError, TaleforgeError
 from taleforge.generate import decoding
 from taleforge.generate.generator import StoryGenerator, StoryRequest, story_texts
-from taleforge.generate.postprocess import find_stop, stream_safe_length
+from taleforge.generate.postprocess import find_stop, stream_safe_length, stream_tail
 from taleforge.generate.prompts import SYSTEM_PROMPT, ChatMessage, PromptPlan
 from taleforge.generate.result import FinishReason, Story, StreamChunk
 from taleforge.generate.vocabulary import SamplerTokens
@@ -389,6 +389,8 @@ class RemoteStoryGenerator(StoryGenerator):
             finish = "cancelled"
         elif finish != "stop":
             finish = "length" if server_finish == "length" else "eos"
+            if tail := stream_tail(text, shown):  # the stream ends with the whole text
+                emit(StreamChunk(index, tail))
         ttft = None if first_piece_at is None else round(first_piece_at - started, 4)
         timing = (round(time.perf_counter() - started, 4), ttft)
         return self._story(request, plan, seed, text, finish, usage, pieces, timing)

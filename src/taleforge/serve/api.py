@@ -1,62 +1,75 @@
-"""The HTTP API: taleforge's own ``/api`` and the OpenAI-compatible ``/v1``.
+"""The HTTP API: taleforge's own ``/api``, and (from :mod:`taleforge.serve.openai_api`) the
+OpenAI-compatible ``/v1``.
 
-Errors are JSON ``{"error": {"message", "type", "param"}}`` (the OpenAI shape, so its
-client shows the message) with a 4xx status that says what went wrong: 400 invalid request,
-404 unknown model, 413 prompt too long, 422 invalid field, 503 busy.
+Errors are JSON in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``
+(:mod:`taleforge.serve.api_errors`).
 """
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from taleforge.config import MODES, SamplingParams, optional_fields
 from taleforge.errors import ConfigError
-from taleforge.generate.result import GenerationResult, Story
+from taleforge.generate.result import GenerationResult, Story, StreamChunk
+from taleforge.serve.api_errors import APIError, as_api_error
 from taleforge.serve.limits import limit_generation
 from taleforge.serve.registry import BusyError, ModelRegistry, UnknownModelError
-from taleforge.serve.sanitize import CleanText
-from taleforge.serve.streaming import chunks, generation
+from taleforge.serve.sanitize import CleanText, TextTooLong, check_request_length
+from taleforge.serve.streaming import chunks, collect, generation
+
+__all__ = ["SAMPLING_NAMES", "APIError", "GenerateRequest", "build_router"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-
-class APIError(Exception):
-    """An error answered as JSON with ``status``."""
-
-    def __init__(self, status: int, message: str, kind: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param}}
-        return JSONResponse(body, status_code=self.status)
-
-
-def as_api_error(exc: Exception) -> APIError:
-    if isinstance(exc, UnknownModelError):
-        return APIError(404, str(exc), "model_not_found", "model")
-    if isinstance(exc, BusyError):
-        return APIError(503, str(exc), "server_busy")
-    if isinstance(exc, ConfigError):
-        return APIError(400, str(exc), "invalid_request_error")
-    raise exc
+#: OpenAI's (and vLLM's) names for taleforge's sampling parameters: the one mapping. The
+#: first name of a parameter is the one the OpenAI bodies declare.
+SAMPLING_NAMES = {
+    "max_tokens": "max_new_tokens",
+    "max_completion_tokens": "max_new_tokens",
+    "min_tokens": "min_new_tokens",
+    "n": "num_stories",
+}
 
 
 # -- request bodies --------------------------------------------------------------------------
 
 
-class _Body(BaseModel):
-    """What every generation request has besides its sampling parameters."""
+class StrictBody(BaseModel):
+    """A request object whose every field is honoured: one the server does not know, or
+    knows but does not honour (``unsupported_fields``), is refused with a 400 that names it,
+    never silently dropped. A null counts as left out."""
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    #: Fields other APIs define that this route knows but does not honour: name → why.
+    unsupported_fields: ClassVar[dict[str, str]] = {}
+    #: Names this route knows by another name: name → the route's name for it.
+    renamed_fields: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_given(cls, data: Any) -> Any:
+        # Clients send null for what they leave out ("logprobs": null), and false for a
+        # feature they do not ask for ("logprobs": false): nothing to refuse.
+        if isinstance(data, dict):
+            return {
+                key: value
+                for key, value in data.items()
+                if key in cls.model_fields
+                or not (value is None or (value is False and key in cls.unsupported_fields))
+            }
+        return data
+
+
+class _Body(StrictBody):
+    """What every generation request has besides its sampling parameters."""
 
     model: CleanText | None = Field(None, description="Model id from /api/models; empty = default.")
     stream: bool = Field(False, description="Answer as server-sent events.")
@@ -64,7 +77,11 @@ class _Body(BaseModel):
     @field_validator("stop", mode="before", check_fields=False)
     @classmethod
     def _stop_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        if isinstance(value, str):
+            return [value]
+        if value is not None and not isinstance(value, list):
+            raise ValueError("must be a string or a list of strings")
+        return value
 
     def sampling(self, limit: int) -> dict[str, Any]:
         """The sampling parameters given, by :class:`SamplingParams` name (those left out are
@@ -81,26 +98,22 @@ class _Body(BaseModel):
                 f"max tokens {wanted} is over this server's limit of {limit}",
                 "invalid_request_error",
                 "max_tokens",
+                "invalid_value",
             )
         return options
 
 
-#: OpenAI's (and vLLM's) names for taleforge's sampling parameters: the one mapping.
-SAMPLING_NAMES = {
-    "max_tokens": "max_new_tokens",
-    "max_completion_tokens": "max_new_tokens",
-    "min_tokens": "min_new_tokens",
-}
-#: Not settable per request: how many stories (one per request for now).
+#: Not settable on /api/generate: how many stories (its stream has no story index).
 _FIXED = ("num_stories",)
-_CLEAN = {"stop": list[CleanText]}
+#: Text fields are cleaned at the edge (:func:`taleforge.serve.sanitize.clean_text`).
+CLEAN = {"stop": list[CleanText]}
 
 
 class GenerateRequest(
     create_model(  # type: ignore[misc]
         "_GenerateSampling",
         __base__=_Body,
-        **optional_fields(SamplingParams, exclude=_FIXED, annotation=_CLEAN),
+        **optional_fields(SamplingParams, exclude=_FIXED, annotation=CLEAN),
     )
 ):
     """``POST /api/generate``: write a story (or continue one, or a poem, ...). Every
@@ -116,66 +129,109 @@ class GenerateRequest(
     authors_note: CleanText = Field("", description="Steering text placed near the end of context.")
 
 
-class _OpenAIRequest(
-    create_model(  # type: ignore[misc]
-        "_OpenAISampling",
-        __base__=_Body,
-        **optional_fields(
-            SamplingParams,
-            exclude=(*_FIXED, "trim_to_sentence"),
-            annotation=_CLEAN,
-            rename={"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"},
-        ),
-    )
-):
-    """What the OpenAI completion and chat requests share: OpenAI's fields, and (as vLLM
-    reads them from the body) the rest of taleforge's sampling parameters, so one taleforge
-    server can write for another."""
-
-    n: int = Field(1, ge=1, le=1, description="One completion per request.")
+# -- generating for HTTP ---------------------------------------------------------------------
 
 
-class CompletionRequest(_OpenAIRequest):
-    """OpenAI ``POST /v1/completions``: the prompt is text to continue."""
+@dataclass(frozen=True)
+class Job:
+    """One generation of a request (an OpenAI request with a list of prompts has several)."""
 
-    prompt: CleanText | list[CleanText]
-
-
-class ChatTurn(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: CleanText
+    prompt: str
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-class ChatRequest(
-    create_model(  # type: ignore[misc]
-        "_ChatSampling",
-        __base__=_OpenAIRequest,
-        # the newer name of max_tokens; declared after it, so it wins when both are given
-        **optional_fields(
-            SamplingParams,
-            exclude=set(SamplingParams.model_fields) - {"max_new_tokens"},
-            rename={"max_new_tokens": "max_completion_tokens"},
-        ),
-    )
-):
-    """OpenAI ``POST /v1/chat/completions``."""
+class EventWriter(Protocol):
+    """What a streaming route sends around the chunks of its generations."""
 
-    messages: Annotated[list[ChatTurn], Field(min_length=1)]
+    def start(self, job: int, spec: str) -> Sequence[Any]:
+        """Events before generation ``job`` streams (an echoed prompt, the chat role)."""
+        ...
+
+    def chunk(self, job: int, spec: str, chunk: StreamChunk) -> Any:
+        """The event of one chunk of text (None: nothing to send)."""
+        ...
+
+    def done(self, job: int, spec: str, stories: tuple[Story, ...]) -> Sequence[Any]:
+        """Events once generation ``job`` has finished (its stories' finish reasons)."""
+        ...
+
+    def end(self, spec: str) -> Sequence[Any]:
+        """The last events (usage, ``[DONE]``)."""
+        ...
 
 
-# -- helpers ---------------------------------------------------------------------------------
+def sse(data: Any) -> str:
+    """One server-sent event of ``data`` (JSON, or a string as is)."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-def _check_length(text: str | int, limit: int, param: str) -> None:
-    size = text if isinstance(text, int) else len(text)
-    if size > limit:
-        raise APIError(
-            413,
-            f"the {param} is {size:,} characters; this server accepts at most {limit:,} "
-            "(shorten it, or start the server with a larger --serve.max-prompt-chars)",
-            "invalid_request_error",
-            param,
+def check_length(limit: int, job: Job, field: str = "prompt") -> None:
+    """Every route's length rule (:func:`check_request_length`) for one generation: 413."""
+    try:
+        check_request_length(
+            limit,
+            job.prompt,
+            memory=job.options.get("memory", ""),
+            authors_note=job.options.get("authors_note", ""),
+            history=job.options.get("history", ()),
+            field=field,
         )
+    except TextTooLong as exc:
+        raise as_api_error(exc) from None
+
+
+async def complete(
+    registry: ModelRegistry, model: str | None, job: Job, request: Request | None = None
+) -> Any:
+    """Generate to the end (or until ``request``'s client leaves): a ``Collected``."""
+    left = request.is_disconnected if request is not None else None
+    try:
+        done = await collect(registry, model, job.prompt, job.options, left)
+    except (UnknownModelError, BusyError, ConfigError) as exc:
+        raise as_api_error(exc) from None
+    if not done.stories:
+        raise APIError(400, "the generation was cancelled before it finished", "cancelled")
+    return done
+
+
+async def stream_response(
+    registry: ModelRegistry, model: str | None, jobs: Sequence[Job], writer: EventWriter
+) -> Any:
+    """Server-sent events of ``jobs``' generations, one after the other.
+
+    An error found before the first byte (unknown model, busy, invalid) is answered with its
+    status; one found later (the next prompt's generation is busy) as an error event.
+    """
+    context = generation(registry, model, jobs[0].prompt, **jobs[0].options)
+    try:
+        spec, stream = await context.__aenter__()
+    except (UnknownModelError, BusyError, ConfigError) as exc:
+        return as_api_error(exc).response()
+
+    async def events() -> AsyncIterator[str]:
+        nonlocal context, spec, stream
+        try:
+            for number, job in enumerate(jobs):
+                if number:
+                    context = generation(registry, model, job.prompt, **job.options)
+                    spec, stream = await context.__aenter__()
+                try:
+                    for event in writer.start(number, spec):
+                        yield sse(event)
+                    async for chunk in chunks(stream):
+                        event = writer.chunk(number, spec, chunk)
+                        if event is not None:
+                            yield sse(event)
+                    for event in writer.done(number, spec, stream.stories):
+                        yield sse(event)
+                finally:
+                    await context.__aexit__(None, None, None)
+            for event in writer.end(spec):
+                yield sse(event)
+        except (UnknownModelError, BusyError, ConfigError) as exc:
+            yield sse(as_api_error(exc).body())
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _story_json(story: Story) -> dict[str, Any]:
@@ -185,42 +241,28 @@ def _story_json(story: Story) -> dict[str, Any]:
     return data
 
 
-def _sse(data: Any) -> str:
-    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+class _StoryEvents:
+    """``/api/generate``'s events: ``{"text"}`` per chunk, ``{"done", "story"}`` per story."""
 
+    def start(self, job: int, spec: str) -> Sequence[Any]:
+        return ()
 
-def _finish(reason: str) -> str:
-    return "stop" if reason in ("eos", "stop", "cancelled") else "length"
+    def chunk(self, job: int, spec: str, chunk: StreamChunk) -> Any:
+        return {"text": chunk.text}
 
+    def done(self, job: int, spec: str, stories: tuple[Story, ...]) -> Sequence[Any]:
+        return [{"done": True, "model": spec, "story": _story_json(s)} for s in stories]
 
-def _usage(story: Story) -> dict[str, int]:
-    return {
-        "prompt_tokens": story.prompt_tokens,
-        "completion_tokens": story.generated_tokens,
-        "total_tokens": story.prompt_tokens + story.generated_tokens,
-    }
+    def end(self, spec: str) -> Sequence[Any]:
+        return ()
 
 
 def build_router(registry: ModelRegistry) -> APIRouter:
-    """All API routes, bound to ``registry``."""
+    """All API routes, bound to ``registry``: ``/api`` and the OpenAI-compatible ``/v1``."""
+    from taleforge.serve.openai_api import build_openai_router
+
     router = APIRouter()
     limits = registry.config.serve
-
-    async def complete(
-        model: str | None, prompt: str, options: dict[str, Any], request: Request | None = None
-    ) -> tuple[str, tuple[Story, ...]]:
-        """Generate to the end (or until ``request``'s client leaves): (model id, stories)."""
-        try:
-            async with generation(registry, model, prompt, **options) as (spec, stream):
-                async for _ in chunks(stream):
-                    if request is not None and await request.is_disconnected():
-                        break
-                stories = stream.stories
-        except (UnknownModelError, BusyError, ConfigError) as exc:
-            raise as_api_error(exc) from None
-        if not stories:
-            raise APIError(400, "the generation was cancelled before it finished", "cancelled")
-        return spec, stories
 
     @router.get("/health", tags=["service"])
     def health() -> dict[str, Any]:
@@ -243,185 +285,22 @@ def build_router(registry: ModelRegistry) -> APIRouter:
     async def generate(body: GenerateRequest, request: Request) -> Any:
         """Write a story. With ``"stream": true`` the answer is server-sent events: one
         ``{"text": ...}`` per chunk, then ``{"done": true, "story": {...}}``."""
-        _check_length(body.prompt, limits.max_prompt_chars, "prompt")
-        _check_length(body.memory + body.authors_note, limits.max_prompt_chars, "memory")
-        options = body.sampling(limits.max_new_tokens)
         if body.mode not in MODES:  # pragma: no cover - the Literal already guards it
             raise APIError(422, f"unknown mode {body.mode}", "invalid_request_error", "mode")
+        options = body.sampling(limits.max_new_tokens)
         options.update(
             mode=body.mode, genre=body.genre, memory=body.memory, authors_note=body.authors_note
         )
-        if not body.stream:
-            spec, stories = await complete(body.model, body.prompt, options, request)
-            return {
-                "model": spec,
-                "text": GenerationResult(stories).text,
-                "stories": [_story_json(s) for s in stories],
-            }
-        return await _stream_response(
-            body.model,
-            body.prompt,
-            options,
-            lambda spec, chunk: {"text": chunk.text},
-            lambda spec, story: {"done": True, "model": spec, "story": _story_json(story)},
-        )
-
-    async def _stream_response(
-        model: str | None,
-        prompt: str,
-        options: dict[str, Any],
-        on_chunk: Any,
-        on_done: Any,
-        done_marker: str | None = None,
-    ) -> Any:
-        # Errors found before the first byte are answered with a status, not an event.
-        context = generation(registry, model, prompt, **options)
-        try:
-            spec, stream = await context.__aenter__()
-        except (UnknownModelError, BusyError, ConfigError) as exc:
-            return as_api_error(exc).response()
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                async for chunk in chunks(stream):
-                    event = on_chunk(spec, chunk)
-                    if event is not None:
-                        yield _sse(event)
-                for story in stream.stories:
-                    yield _sse(on_done(spec, story))
-                if done_marker:
-                    yield _sse(done_marker)
-            except ConfigError as exc:
-                yield _sse({"error": {"message": str(exc), "type": "invalid_request_error"}})
-            finally:
-                await context.__aexit__(None, None, None)
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
-
-    # -- OpenAI-compatible -------------------------------------------------------------------
-
-    @router.get("/v1/models", tags=["openai"])
-    def openai_models() -> dict[str, Any]:
-        """The offered models, in the OpenAI list format."""
-        return {
-            "object": "list",
-            "data": [
-                {"id": m.id, "object": "model", "created": 0, "owned_by": "taleforge"}
-                for m in registry.offered()
-            ],
-        }
-
-    @router.post("/v1/completions", tags=["openai"], response_model=None, dependencies=limited)
-    async def completions(body: CompletionRequest) -> Any:
-        """Continue the prompt text (mode ``continue``)."""
-        prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt[:1])
-        _check_length(prompt, limits.max_prompt_chars, "prompt")
-        options = body.sampling(limits.max_new_tokens)
-        options.update(mode="continue", genre="none")
-        created, rid = int(time.time()), f"cmpl-{uuid.uuid4().hex[:24]}"
-
-        def choice(text: str, reason: str | None) -> dict[str, Any]:
-            return {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
-
+        job = Job(body.prompt, options)
+        check_length(limits.max_prompt_chars, job)
         if body.stream:
-            return await _stream_response(
-                body.model,
-                prompt,
-                options,
-                lambda spec, chunk: {
-                    "id": rid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": spec,
-                    "choices": [choice(chunk.text, None)],
-                },
-                lambda spec, story: {
-                    "id": rid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": spec,
-                    "choices": [choice("", _finish(story.finish_reason))],
-                    "usage": _usage(story),
-                },
-                done_marker="[DONE]",
-            )
-        spec, (story, *_) = await complete(body.model, prompt, options)
+            return await stream_response(registry, body.model, [job], _StoryEvents())
+        done = await complete(registry, body.model, job, request)
         return {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": spec,
-            "choices": [choice(story.generated_text, _finish(story.finish_reason))],
-            "usage": _usage(story),
+            "model": done.spec,
+            "text": GenerationResult(done.stories).text,
+            "stories": [_story_json(s) for s in done.stories],
         }
 
-    @router.post("/v1/chat/completions", tags=["openai"], response_model=None, dependencies=limited)
-    async def chat_completions(body: ChatRequest) -> Any:
-        """Chat with the model's chat template (mode ``chat``); the last message is the user's."""
-        turns = [t for t in body.messages if t.role != "system"]
-        if not turns or turns[-1].role != "user":
-            raise APIError(
-                400,
-                "the last message must be the user's (role 'user')",
-                "invalid_request_error",
-                "messages",
-            )
-        system = "\n".join(t.content for t in body.messages if t.role == "system")
-        total = sum(len(t.content) for t in body.messages)
-        _check_length(total, limits.max_prompt_chars, "messages")
-        options = body.sampling(limits.max_new_tokens)
-        options.update(
-            mode="chat",
-            genre="none",
-            memory=system,
-            history=[{"role": t.role, "content": t.content} for t in turns[:-1]],
-        )
-        created, rid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-        def chunk_event(spec: str, delta: dict[str, str], reason: str | None) -> dict[str, Any]:
-            return {
-                "id": rid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": spec,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
-            }
-
-        if body.stream:
-            first = {"sent": False}
-
-            def on_chunk(spec: str, chunk: Any) -> dict[str, Any]:
-                delta = {"content": chunk.text}
-                if not first["sent"]:
-                    first["sent"] = True
-                    delta = {"role": "assistant", **delta}
-                return chunk_event(spec, delta, None)
-
-            return await _stream_response(
-                body.model,
-                turns[-1].content,
-                options,
-                on_chunk,
-                lambda spec, story: {
-                    **chunk_event(spec, {}, _finish(story.finish_reason)),
-                    "usage": _usage(story),
-                },
-                done_marker="[DONE]",
-            )
-        spec, (story, *_) = await complete(body.model, turns[-1].content, options)
-        return {
-            "id": rid,
-            "object": "chat.completion",
-            "created": created,
-            "model": spec,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": story.generated_text},
-                    "finish_reason": _finish(story.finish_reason),
-                }
-            ],
-            "usage": _usage(story),
-        }
-
+    router.include_router(build_openai_router(registry, limited))
     return router

@@ -28,6 +28,7 @@ from taleforge.config import TaleforgeConfig
 from taleforge.errors import ConfigError
 from taleforge.serve import guard
 from taleforge.serve.api import APIError, build_router
+from taleforge.serve.api_errors import body_model, invalid_body
 from taleforge.serve.auth import (
     SESSION_COOKIE,
     AccountMiddleware,
@@ -50,25 +51,6 @@ OPEN_PATHS = ("/health", METRICS_PATH)
 
 def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
     return APIError(status, message, kind, param).response()
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | None]:
-    errors = exc.errors()
-    for error in errors:
-        if error.get("type") == "json_invalid":
-            return 400, "the request body is not valid JSON: send a JSON object", None
-    parts, param = [], None
-    for error in errors[:5]:
-        location = [str(p) for p in error.get("loc", ()) if p != "body"]
-        name = ".".join(location) or "body"
-        param = param or name
-        message = error.get("msg", "invalid")
-        if error.get("type") == "missing":
-            message = "is required"
-        elif error.get("type") == "model_attributes_type":
-            message = "must be a JSON object"
-        parts.append(f"'{name}' {message}")
-    return 422, "invalid request: " + "; ".join(parts), param
 
 
 def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -> FastAPI:
@@ -113,8 +95,7 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        status, message, param = _validation_message(exc)
-        return _error(status, message, "invalid_request_error", param)
+        return invalid_body(exc, body_model(request)).response()
 
     @app.exception_handler(ConfigError)
     async def _config_error(request: Request, exc: ConfigError) -> Response:
@@ -198,6 +179,7 @@ def _add_basic_auth(app: FastAPI, credentials: str) -> None:
                     "message": "log in: this server requires a user name and password",
                     "type": "authentication_error",
                     "param": None,
+                    "code": None,
                 }
             },
             status_code=401,

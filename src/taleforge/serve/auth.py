@@ -155,7 +155,14 @@ class AccountMiddleware:
                 "<API token>' (make one on /account)"
             )
             response: Response = JSONResponse(
-                {"error": {"message": message, "type": "authentication_error", "param": None}},
+                {
+                    "error": {
+                        "message": message,
+                        "type": "authentication_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Bumped when the recording format or the key changes: old entries are then never hit.
-CACHE_FORMAT = 1
+#: 2: a stream ends with the tail it held back as the possible start of a stop sequence.
+CACHE_FORMAT = 2
 #: Rows the database layer keeps, per entry of the in-memory cache (least recently used go).
 DATABASE_ROWS_PER_MEMORY_ENTRY = 20
 #: How long Redis keeps an entry after it was written.

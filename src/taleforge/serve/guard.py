@@ -192,6 +192,7 @@ class OriginGuard:
                         "(serve.cors_origins)",
                         "type": "permission_error",
                         "param": None,
+                        "code": None,
                     }
                 },
                 status_code=403,

@@ -179,7 +179,7 @@ def limit_generation(request: Request) -> None:
 
 def _error_body(message: str, kind: str) -> bytes:
     """The API's error JSON (see ``serve.api.APIError``)."""
-    body = {"error": {"message": message, "type": kind, "param": None}}
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
@@ -65,6 +65,34 @@ def check_length(text: str | int, limit: int, field: str) -> None:
         )
 
 
+def check_request_length(
+    limit: int,
+    prompt: str,
+    *,
+    memory: str = "",
+    authors_note: str = "",
+    history: Sequence[Mapping[str, Any]] = (),
+    field: str = "prompt",
+) -> None:
+    """The one length rule of every route that writes (``/api/generate``, the OpenAI routes,
+    the studio): what one generation reads, its prompt (or text to continue), memory,
+    author's note and chat history, is at most ``limit`` characters together.
+
+    Raises:
+        TextTooLong: Naming ``field`` when the prompt alone is over the limit, else the total.
+    """
+    check_length(prompt, limit, field)
+    rest = [memory, authors_note, *(str(turn.get("content", "")) for turn in history)]
+    total = len(prompt) + sum(len(text) for text in rest)
+    if total > limit:
+        raise TextTooLong(
+            f"the {field} with its memory, author's note and earlier messages is {total:,} "
+            f"characters; this server accepts at most {limit:,} together (shorten them, or "
+            "start the server with a larger --serve.max-prompt-chars)",
+            field,
+        )
+
+
 def describe_body_error(exc: BaseException | None) -> str | None:
     """What was wrong with a request body the framework could not parse (None: unknown).
 
@@ -96,17 +124,14 @@ def clean_request(
         chat ``history`` cleaned).
 
     Raises:
-        TextTooLong: The prompt, or memory and author's note together, or the chat history,
-            is over ``max_chars``.
+        TextTooLong: The text, memory, author's note and chat history together are over
+            ``max_chars`` (:func:`check_request_length`, the rule of every route).
     """
     prompt = clean_text(prompt)
-    check_length(prompt, max_chars, "text")
     cleaned = dict(options)
     for name in ("memory", "authors_note"):
         if isinstance(cleaned.get(name), str):
             cleaned[name] = clean_text(cleaned[name])
-    notes = len(cleaned.get("memory") or "") + len(cleaned.get("authors_note") or "")
-    check_length(notes, max_chars, "memory and author's note")
     if cleaned.get("stop"):
         cleaned["stop"] = [clean_text(str(stop)) for stop in cleaned["stop"]]
     if cleaned.get("history"):
@@ -114,5 +139,12 @@ def clean_request(
             {**turn, "content": clean_text(str(turn.get("content", "")))}
             for turn in cleaned["history"]
         ]
-        check_length(sum(len(t["content"]) for t in cleaned["history"]), max_chars, "chat")
+    check_request_length(
+        max_chars,
+        prompt,
+        memory=cleaned.get("memory") or "",
+        authors_note=cleaned.get("authors_note") or "",
+        history=cleaned.get("history") or (),
+        field="text",
+    )
     return prompt, cleaned

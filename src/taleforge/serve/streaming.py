@@ -6,8 +6,9 @@ registry's cache has seen is replayed from it there, without the model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -85,6 +86,38 @@ async def generation(
     finished = stream.recording(spec)
     if cache is not None and key is not None and finished is not None:
         await anyio.to_thread.run_sync(cache.put, key, finished)
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A generation run to its end: the model that wrote it, its stories, and the text each
+    story streamed (by story index), exactly as a streaming client received it."""
+
+    spec: str
+    stories: tuple[Story, ...]
+    streamed: dict[int, str]
+
+    def text(self, index: int) -> str:
+        return self.streamed.get(index, "")
+
+
+async def collect(
+    registry: ModelRegistry,
+    model: str | None,
+    prompt: str,
+    options: dict[str, Any],
+    left: Callable[[], Awaitable[bool]] | None = None,
+) -> Collected:
+    """Generate to the end, or until ``left()`` says the client is gone (the stories are then
+    cancelled). Raises as :func:`generation`."""
+    streamed: dict[int, str] = {}
+    async with generation(registry, model, prompt, **options) as (spec, stream):
+        async for chunk in chunks(stream):
+            streamed[chunk.index] = streamed.get(chunk.index, "") + chunk.text
+            if left is not None and await left():
+                break
+        stories = stream.stories
+    return Collected(spec, stories, streamed)
 
 
 @contextmanager
