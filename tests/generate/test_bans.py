@@ -44,3 +44,11 @@ def test_what_is_shown_is_never_taken_back(text, ending):
     if BANS.find(text) is None:
         at = BANS.find(text + ending, final=True)
         assert at is None or at >= BANS.safe_length(text)
+
+
+def test_characters_a_finished_story_drops_do_not_hide_a_ban():
+    """Control characters and bad bytes are removed from the story: "pl\ufffdsound" ends up as
+    "plsound", so a ban must see through them (the tiny test model writes such text)."""
+    assert BANS.find("so the o\x07ld man.") == 3
+    assert BANS.find("so the ol\ufffdd man.") == 3
+    assert BANS.safe_length("He saw the\x19 ol") == len("He saw ")

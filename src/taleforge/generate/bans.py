@@ -8,16 +8,20 @@ text is safe to show, so streamed text never shows a phrase that is then taken b
 
 Matching is case-insensitive, on whole words, and any run of whitespace matches a space:
 "the old man" matches "The old\\nman," but neither "the old mango" nor "bathe old man".
+It looks through the characters a finished story drops (control characters, the
+replacement character of bad bytes), which would otherwise join a banned word back together.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from taleforge.config import SamplingParams
+from taleforge.generate.postprocess import CONTROL_RE
 
 _SPACE = re.compile(r"\s+")
 
@@ -29,6 +33,14 @@ def normalize(phrase: str) -> str:
 
 def _word(char: str) -> bool:
     return char.isalnum() or char == "_"
+
+
+def _visible(text: str) -> tuple[str, list[int]]:
+    """``text`` without what a finished story drops, and where each kept character was."""
+    if not CONTROL_RE.search(text):
+        return text, list(range(len(text)))
+    where = [i for i, char in enumerate(text) if not CONTROL_RE.match(char)]
+    return "".join(text[i] for i in where), where
 
 
 class PhraseBans:
@@ -57,10 +69,11 @@ class PhraseBans:
         """
         if self._pattern is None:
             return None
-        for match in self._pattern.finditer(text, start):
-            if match.end() == len(text) and not final and _word(text[-1]):
+        seen, where = _visible(text)
+        for match in self._pattern.finditer(seen, bisect.bisect_left(where, start)):
+            if match.end() == len(seen) and not final and _word(seen[-1]):
                 continue
-            return match.start()
+            return where[match.start()]
         return None
 
     def safe_length(self, text: str) -> int:
@@ -68,6 +81,11 @@ class PhraseBans:
         which the rest of the text could still become a banned phrase."""
         if not self.phrases:
             return len(text)
+        seen, where = _visible(text)
+        safe = self._safe_visible(seen)
+        return where[safe] if safe < len(seen) else len(text)
+
+    def _safe_visible(self, text: str) -> int:
         safe = len(text)
         start = len(text) - 1
         while start >= 0:
@@ -120,7 +138,9 @@ class Backtracker:
         safe = self.bans.safe_length(text)
         if safe >= len(text):
             return len(text)
-        return len(self.decode(tokens[: self._tokens_before(tokens, text, safe)]))
+        before = self.decode(tokens[: self._tokens_before(tokens, text, safe)])
+        # an unfinished UTF-8 character at the boundary may still become another one
+        return len(before.rstrip("\ufffd"))
 
     def rewind(self, tokens: list[int], text: str, at: int) -> None:
         """Take back the token in which the banned phrase at ``at`` begins, and all after it

@@ -11,8 +11,9 @@ _SENTENCE_END_RE = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
 _TRAILING_SPACE_RE = re.compile(r"[ \t]+\n")
 _INNER_SPACES_RE = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
-# Control characters other than tab and newline, and the replacement character of bad bytes.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+#: Control characters other than tab and newline, and the replacement character of bad
+#: bytes: dropped from a finished story (so phrase bans look through them too).
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 
 
 def find_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -62,7 +63,7 @@ def normalize_whitespace(text: str) -> str:
     """Unix newlines, no control characters or trailing spaces, at most one blank line in a
     row, trimmed ends."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL_RE.sub("", text)
+    text = CONTROL_RE.sub("", text)
     text = _TRAILING_SPACE_RE.sub("\n", text)
     text = _INNER_SPACES_RE.sub(" ", text)
     text = _MANY_NEWLINES_RE.sub("\n\n", text)
