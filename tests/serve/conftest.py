@@ -42,8 +42,15 @@ def live_server(overrides: dict[str, Any]) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def tiny_server(tiny_model_dir: Path) -> Iterator[str]:
     """Default model: the tiny GPT-2 (fast) on the reference backend, whose stories these
-    tests know; the embedded model is offered too (on the configured backend, auto)."""
-    with live_server({"model.spec": str(tiny_model_dir), "model.backend": "transformers"}) as url:
+    tests know; the embedded model is offered too (on the configured backend, auto). A
+    module's tests write more than the default 30 stories a minute from one address (the
+    rate limit has tests of its own, in test_limits.py)."""
+    overrides = {
+        "model.spec": str(tiny_model_dir),
+        "model.backend": "transformers",
+        "serve.rate_limit_generate": "100000/minute",
+    }
+    with live_server(overrides) as url:
         yield url
 
 
