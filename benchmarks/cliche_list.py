@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import re
 import time
@@ -25,7 +24,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from story_model import add_model_arguments, corpus_records, human_texts, model_config
+from story_model import (
+    add_model_arguments,
+    corpus_records,
+    human_texts,
+    model_config,
+    run_record,
+)
 from taleforge.evaluate.cliche import find_cliches
 from taleforge.generate import StoryGenerator
 
@@ -76,11 +81,7 @@ def main() -> None:
     ]
     args.output.write_text("\n".join([*header, *phrases]) + "\n", encoding="utf-8")
     evidence = {
-        "command": "python benchmarks/cliche_list.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "machine": platform.platform(),
-        "model": args.model,
-        "backend": args.backend,
+        **run_record("cliche_list.py", args),
         "stories": len(texts),
         "seconds_writing": round(seconds, 1),
         "cliche_score": found.score,

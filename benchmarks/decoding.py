@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +24,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from story_model import add_model_arguments, corpus_records, human_texts, model_config
+from story_model import (
+    add_model_arguments,
+    corpus_records,
+    human_texts,
+    model_config,
+    run_record,
+)
 from taleforge.config import make_sampling
 from taleforge.evaluate.cliche import find_cliches
 from taleforge.evaluate.metrics import distinct_n, seq_rep_n, words
@@ -104,11 +109,7 @@ def main() -> None:
             f"{ratio['distinct_2'] or 0:.2f}, {ratio['tokens_per_second'] or 0:.2f})"
         )
     report = {
-        "command": "python benchmarks/decoding.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "machine": platform.platform(),
-        "model": args.model,
-        "backend": args.backend,
+        **run_record("decoding.py", args),
         "prompts": len(ideas),
         "tokens": args.tokens,
         "results": results,

@@ -4,6 +4,7 @@ the cliché score compares with (as `taleforge evaluate` does)."""
 from __future__ import annotations
 
 import argparse
+import platform
 
 from taleforge.config import TaleforgeConfig, load_config
 from taleforge.data import prepare
@@ -46,3 +47,14 @@ def corpus_records(config: TaleforgeConfig) -> dict[str, list[dict[str, str]]]:
 def human_texts(records: dict[str, list[dict[str, str]]]) -> list[str]:
     """Every human text of every split: the cliché score's reference."""
     return [row["text"] for split in records.values() for row in split if row["text"]]
+
+
+def run_record(script: str, args: argparse.Namespace) -> dict[str, str]:
+    """How a run was made, for the head of its JSON: the command, the machine, the model."""
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+    return {
+        "command": f"python benchmarks/{script} {flags}",
+        "machine": platform.platform(),
+        "model": args.model,
+        "backend": args.backend,
+    }

@@ -76,19 +76,6 @@ def stream(url: str, body: dict) -> tuple[list[str], dict]:
 
 
 @pytest.fixture(scope="module")
-def tiny_server(tiny_model_dir, start_server):
-    """The tiny model as in conftest, with room for this module's ~30 generations a minute
-    (a front-end's own rate is the default limit's business, tested below)."""
-    overrides = {
-        "model.spec": str(tiny_model_dir),
-        "model.backend": "transformers",
-        "serve.rate_limit_generate": "600/minute",
-    }
-    with start_server(overrides) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def client(tiny_server):
     return KoboldAPI(tiny_server)
 

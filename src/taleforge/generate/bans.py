@@ -35,10 +35,11 @@ def _word(char: str) -> bool:
     return char.isalnum() or char == "_"
 
 
-def _visible(text: str) -> tuple[str, list[int]]:
-    """``text`` without what a finished story drops, and where each kept character was."""
+def _visible(text: str) -> tuple[str, Sequence[int]]:
+    """``text`` without what a finished story drops, and where each kept character was (a
+    range, not a list, in the usual case of nothing dropped: this runs at every token)."""
     if not CONTROL_RE.search(text):
-        return text, list(range(len(text)))
+        return text, range(len(text))
     where = [i for i, char in enumerate(text) if not CONTROL_RE.match(char)]
     return "".join(text[i] for i in where), where
 

@@ -293,13 +293,15 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                     )
                     temperature, top_k, top_p, rep = (
                         gr.Slider(
-                            *slider_range(name)[:2],
+                            low,
+                            high,
                             getattr(served, name),
-                            step=slider_range(name)[2],
+                            step=step,
                             label=label,
                             elem_id=name.replace("_", "-"),
                         )
                         for name, label in SLIDERS.items()
+                        for low, high, step in [slider_range(name)]
                     )
                     length = gr.Slider(
                         min(16, limits.max_new_tokens),
