@@ -668,6 +668,13 @@ class ServeConfig(_Section):
     max_new_tokens: int = Field(
         1024, ge=1, le=16_384, description="Most tokens one request may ask for."
     )
+    max_story_chars: int = Field(
+        2_000_000,
+        ge=1_000,
+        le=50_000_000,
+        description="Longest manuscript the library saves and the studio continues (a novel "
+        "fits in 2 M characters); the model itself reads only its window's end of it.",
+    )
     share: bool = Field(False, description="Open a public gradio.live share link.")
     ssl_certfile: str | None = Field(None, description="TLS certificate (PEM) for HTTPS.")
     ssl_keyfile: str | None = Field(None, description="TLS private key (PEM) for HTTPS.")
@@ -699,7 +706,11 @@ class ServeConfig(_Section):
         "10/minute", description="Log-in attempts per IP address and per user name."
     )
     max_body_bytes: int = Field(
-        2_000_000, ge=1_000, le=1_000_000_000, description="Largest request body accepted."
+        12_000_000,
+        ge=1_000,
+        le=1_000_000_000,
+        description="Largest request body accepted (room for a manuscript of max_story_chars "
+        "in JSON).",
     )
     undo_seconds: int = Field(
         600, ge=0, le=30 * 86_400, description="How long a deleted story can be restored."
