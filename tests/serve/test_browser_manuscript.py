@@ -108,3 +108,104 @@ def test_a_second_write_keeps_the_first_draft_and_the_title(page, tiny_studio):
     assert page.input_value("#title input, #title textarea") == "Moon Thief"
     versions = httpx.get(f"{tiny_studio}/api/stories/{made[0]['id']}/versions").json()
     assert first in [v["text"] for v in versions["versions"]]
+
+
+def versions_of(url: str, story_id: int) -> dict[str, Any]:
+    return dict(httpx.get(f"{url}/api/stories/{story_id}/versions", timeout=30).json())
+
+
+def finished(page: Any, before: str = "") -> Any:
+    """A condition: the status line says a (new) step has finished."""
+    return lambda: status(page).startswith("✓") and status(page) != before
+
+
+def test_write_pause_continue_retry_undo_new_story_write_makes_two_stories(page, tiny_studio):
+    before = len(stories(tiny_studio))
+    page.fill("#title input, #title textarea", "The Salt Road")
+    page.fill("#prompt textarea", "Two sisters walk the salt road to the sea")
+    set_length(page, 200)
+    page.check("#full-length input")
+    page.click("#write-btn")
+    wait_for(lambda: bool(text_of(page).strip()), 120, "the first words", page)
+    page.click("#pause-btn")
+    wait_for(lambda: "paused" in status(page) or status(page).startswith("✓"), 60, "pause", page)
+    settle(tiny_studio, page)
+    assert len(stories(tiny_studio)) == before + 1, "Write and Pause make one story"
+
+    set_length(page, 24)
+    edited = text_of(page).rstrip() + " The younger one stopped."
+    page.fill("#story textarea", edited)
+    page.click("#continue-btn")
+    wait_for(finished(page), 120, "the continuation", page)
+    continued = text_of(page)
+    assert continued.startswith(edited.strip()) and len(continued) > len(edited)
+    done = status(page)
+    page.click("#retry-btn")
+    wait_for(finished(page, done), 120, "the retry", page)
+    retried = text_of(page)
+    assert retried.startswith(edited.strip()) and retried != continued
+    page.click("#undo-btn")
+    wait_for(lambda: text_of(page).strip() == edited.strip(), 30, "Undo to the edit", page)
+    settle(tiny_studio, page)
+    assert len(stories(tiny_studio)) == before + 1, "every step versions the one story"
+
+    page.click("#new-btn")
+    wait_for(lambda: text_of(page) == "", 10, "an empty manuscript")
+    page.fill("#title input, #title textarea", "Lantern Fish")
+    page.fill("#prompt textarea", "A lantern fish falls in love with a lighthouse")
+    page.click("#write-btn")
+    wait_for(finished(page), 120, "the second story", page)
+    settle(tiny_studio, page)
+
+    made = stories(tiny_studio)[before:]
+    assert [s["title"] for s in made] == ["The Salt Road", "Lantern Fish"], made
+    salt = versions_of(tiny_studio, made[0]["id"])
+    texts = [v["text"] for v in salt["versions"]]
+    assert continued in texts and retried in texts and edited.strip() in texts
+    by_text = {v["text"]: v for v in salt["versions"]}
+    # the retry is a sibling of the part it replaced; Undo moved the head back to the edit
+    assert by_text[continued]["parent"] == by_text[retried]["parent"]
+    assert by_text[edited.strip()]["number"] == by_text[retried]["parent"]
+    assert salt["head"] == by_text[edited.strip()]["number"]
+    assert len(versions_of(tiny_studio, made[1]["id"])["versions"]) == 1
+
+
+def test_retry_alternatives_are_siblings_to_switch_between_reload_and_export(page, tiny_studio):
+    before = len(stories(tiny_studio))
+    page.fill("#title input, #title textarea", "Three Doors")
+    page.fill("#prompt textarea", "A house with three front doors")
+    set_length(page, 24)
+    page.check("#full-length input")
+    page.click("#write-btn")
+    wait_for(finished(page), 120, "the first draft", page)
+    done = status(page)
+    page.fill("#alternatives input[type=number]", "3")
+    page.press("#alternatives input[type=number]", "Enter")
+    page.click("#retry-btn")
+    wait_for(finished(page, done), 180, "three alternatives", page)
+    settle(tiny_studio, page)
+    (made,) = stories(tiny_studio)[before:]
+    tree = versions_of(tiny_studio, made["id"])
+    roots = [v for v in tree["versions"] if v["parent"] is None]
+    assert len(roots) == 4, tree  # the first draft and three alternatives: siblings
+    shown = text_of(page)
+    assert shown == next(v["text"] for v in roots if v["number"] == tree["head"])
+
+    page.click("#prev-btn")
+    wait_for(lambda: text_of(page) != shown, 30, "← to show another alternative", page)
+    other = text_of(page)
+    assert other in [v["text"] for v in roots]
+    settle(tiny_studio, page)
+    page.reload()
+    page.wait_for_selector("#story textarea")
+    wait_for(lambda: text_of(page) == other, 60, "the reloaded page to reopen the draft", page)
+    page.click("#drafts")  # the accordion with the tree
+    assert page.locator("#drafts-tree .draft").count() == 4
+    assert page.input_value("#title input, #title textarea") == "Three Doors"
+
+    page.click("#export-btn")
+    link = page.locator("#export [data-testid=download-link]")
+    wait_for(lambda: link.count() > 0, 60, "the exported file", page)
+    assert str(link.first.get_attribute("download")) == "three-doors.txt"
+    exported = httpx.get(str(link.first.get_attribute("href")), timeout=30)
+    assert exported.text.strip() == other.strip()

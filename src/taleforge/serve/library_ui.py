@@ -9,6 +9,7 @@ never shows one writer's story to another.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,21 +36,15 @@ def esc(text: Any) -> str:
 
 @dataclass
 class WriteParts:
-    """The Write tab's components the library reads and fills."""
+    """How the Library tab opens a story in the Write tab: the studio's handler (story id →
+    updates) and the components it fills."""
 
-    tabs: gr.Tabs
-    story: gr.Textbox
-    prompt: gr.Textbox
-    title: gr.Textbox
-    story_id: gr.Number
-    mode: gr.Dropdown
-    genre: gr.Dropdown
-    model: gr.Dropdown
-    save_status: gr.Markdown
+    on_open: Callable[..., Any]
+    outputs: list[Any]
 
 
 class StudioLibrary:
-    """Save/autosave handlers and the Library tab, bound to one server's context."""
+    """The Library tab and the writer of each request, bound to one server's context."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -75,68 +70,6 @@ class StudioLibrary:
         except TaleforgeError as exc:
             raise gr.Error(str(exc)) from None
         return value
-
-    # -- saving ------------------------------------------------------------------------------
-
-    async def save(
-        self,
-        story_id: int | None,
-        title: str,
-        text: str,
-        prompt: str,
-        mode: str,
-        genre: str,
-        model: str,
-        kind: str,
-        request: gr.Request,
-    ) -> tuple[int | None, str, str]:
-        """Create or update the open story; returns (story id, title, status line)."""
-        limit = self.ctx.config.serve.max_prompt_chars
-        text = self._text(text, "story", limit * 5)
-        if not text.strip():
-            if kind == "save":
-                raise gr.Error("the story is empty: write something before saving")
-            return story_id, title, gr.skip()
-        title = self._text(title, "title", 200).strip()
-        prompt = self._text(prompt, "prompt", limit)
-        account = await run_in_threadpool(self.account, request)
-        fields: dict[str, Any] = {
-            "prompt": prompt,
-            "mode": mode,
-            "genre": genre if genre in GENRES else None,
-            "model": model,
-        }
-        try:
-            if story_id:
-                current = int(story_id)
-                try:
-                    record = await run_in_threadpool(
-                        lambda: self.ctx.library.update(
-                            account,
-                            current,
-                            text=text,
-                            title=title or None,
-                            kind=kind,
-                            **fields,
-                        )
-                    )
-                except StoryNotFound:  # deleted meanwhile: save it as a new story
-                    story_id = None
-            if not story_id:
-                record = await run_in_threadpool(
-                    lambda: self.ctx.library.create(
-                        account, text=text, title=title or None, kind=kind, **fields
-                    )
-                )
-        except TaleforgeError as exc:
-            raise gr.Error(str(exc)) from None
-        words = len(record.text.split())
-        label = {"autosave": "autosaved", "generate": "autosaved"}.get(kind, "saved")
-        status = (
-            f"💾 {label} “{esc(record.title)}” · {words:,} words · version {record.versions} "
-            f"· {record.updated_at:%H:%M:%S}"
-        )
-        return record.id, record.title, status
 
     # -- the Library tab ---------------------------------------------------------------------
 
@@ -227,22 +160,6 @@ class StudioLibrary:
                 raise gr.Error(str(exc)) from None
             return account, record
 
-        async def open_story(story_id: Any, request: gr.Request) -> Any:
-            _, record = await get(story_id, request)
-            status_line = f"📖 opened “{esc(record.title)}” (version {record.versions})"
-            return (
-                gr.Tabs(selected="write"),
-                record.text,
-                record.prompt,
-                record.title,
-                record.id,
-                record.mode
-                if record.mode in ("story", "writing-prompt", "continue", "poem", "dialogue")
-                else "story",
-                record.genre or "auto",
-                status_line,
-            )
-
         async def delete(story_id: Any, text: str, genre_name: str, request: gr.Request) -> Any:
             account, record = await get(story_id, request)
             until = await run_in_threadpool(library.delete, account, record.id)
@@ -324,20 +241,7 @@ class StudioLibrary:
         search_btn.click(refresh, search_inputs, [table])
         query.submit(refresh, search_inputs, [table])
         table.select(selected, [table], [chosen]).then(list_versions, [chosen], [versions])
-        open_btn.click(
-            open_story,
-            [chosen],
-            [
-                write.tabs,
-                write.story,
-                write.prompt,
-                write.title,
-                write.story_id,
-                write.mode,
-                write.genre,
-                write.save_status,
-            ],
-        )
+        open_btn.click(write.on_open, [chosen], write.outputs)
         delete_btn.click(delete, [chosen, *search_inputs], [table, status, deleted, undo_btn])
         undo_btn.click(undelete, [deleted, *search_inputs], [table, status, deleted, undo_btn])
         rename_btn.click(rename, [chosen, new_title, *search_inputs], [table, status])

@@ -1,280 +1,151 @@
-"""The co-writing studio: a Gradio Blocks app mounted at ``/`` of the server.
+"""The co-writing studio's page: a Gradio Blocks app mounted at ``/`` of the server.
 
-Write streams a story in; Pause stops it and leaves the text editable; Resume continues
-from the text as it is now (edits included); Retry replaces the last generated part; Undo
-restores earlier versions. Memory and the author's note stay in the model's context however
-long the story grows. The Chat tab talks with the model's chat template.
+One manuscript per story. Write drafts a story from the prompt; Continue (Ctrl/Cmd+Enter)
+appends to the manuscript as it is now, edits included; Retry writes the last part again
+(alternatives become siblings in the story's tree of drafts, ← → move between them); Undo
+goes back to the draft the current one grew from; Pause stops the writing and keeps what was
+written. Everything is saved to the writer's library as it happens. The handlers live in
+:class:`taleforge.serve.studio.Studio`; this module lays the page out and wires them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 
-from taleforge.config import sampling_preset, slider_range
+from taleforge.config import slider_range
 from taleforge.errors import TaleforgeError
 from taleforge.genres import GENRES
 from taleforge.serve.context import AppContext
-from taleforge.serve.exports import ExportFolder
-from taleforge.serve.library_ui import StudioLibrary, WriteParts, esc
-from taleforge.serve.limits import request_identity
+from taleforge.serve.library_ui import WriteParts, esc
 from taleforge.serve.registry import ModelRegistry
-from taleforge.serve.sanitize import clean_request, clean_text
 from taleforge.serve.streaming import chunks, generation
+from taleforge.serve.studio import (
+    MAX_ALTERNATIVES,
+    MODES,
+    SLIDERS,
+    Doc,
+    Knobs,
+    Studio,
+    View,
+    counts,
+    new_doc,
+)
 
-#: The presets the studio offers beside the server's own ``[sampling]`` ("default"): their
-#: ``[sampling]`` tables in ``configs/``, the same files ``--config NAME`` reads.
-PRESET_NAMES = ("creative", "focused")
-#: The sampling parameters the studio has a slider for, in the order of ``settings``.
-SLIDERS = {
-    "temperature": "Temperature",
-    "top_k": "Top-k (0 = off)",
-    "top_p": "Top-p",
-    "repetition_penalty": "Repetition penalty",
-}
-#: Set per step by the studio itself (length, seed, the whole-length switch), never by a preset.
-_PER_STEP = ("max_new_tokens", "min_new_tokens", "seed", "stop", "num_stories")
-MODES = ["story", "writing-prompt", "continue", "poem", "dialogue"]
-MAX_VERSIONS = 50
 CSS = """
 #story textarea { font-family: Georgia, 'Times New Roman', serif; font-size: 1.05rem;
                   line-height: 1.6; }
 #status { min-height: 1.5em; color: var(--body-text-color-subdued); }
+#drafts-tree .draft { font-size: 0.9rem; padding: 1px 0; }
+#drafts-tree .head { font-weight: bold; }
+#drafts-tree .draft-end { color: var(--body-text-color-subdued); }
+.ctx-bar { display: inline-block; height: 10px; }
+.ctx-text { white-space: pre-wrap; font-size: 0.85rem; }
+.focus-mode #settings-col, .focus-mode #studio-header, .focus-mode #drafts,
+.focus-mode #write-extras { display: none !important; }
+.focus-mode #story textarea { font-size: 1.2rem; max-width: 46em; margin: auto; }
 """
 
+#: Runs once in the page: Ctrl/Cmd+Enter continues the manuscript from anywhere in it.
+JS = """
+() => {
+  document.addEventListener('keydown', (event) => {
+    if ((event.ctrlKey || event.metaKey) && event.key === 'Enter') {
+      const button = document.querySelector('#continue-btn');
+      if (button) { event.preventDefault(); button.click(); }
+    }
+  });
+}
+"""
 
-def _counts(text: str, tokenizer: Any = None) -> str:
-    words = len(re.findall(r"\S+", text))
-    counts = f"{words:,} words · {len(text):,} characters"
-    if tokenizer is not None:
-        tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-        counts += f" · {tokens:,} tokens"
-    return counts
-
-
-def _push(versions: list[str], text: str) -> list[str]:
-    if text and (not versions or versions[-1] != text):
-        versions = [*versions, text][-MAX_VERSIONS:]
-    return versions
-
-
-@dataclass
-class _Run:
-    """One generation a studio handler is streaming."""
-
-    task: asyncio.Task[Any] | None
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    paused: bool = False
-    stream: Any = None
+#: Browser-side: a fresh document key (New story). Not crypto.randomUUID: that needs HTTPS
+#: on any host but localhost.
+_NEW_DOC_JS = (
+    "() => Array.from({length: 24}, () => Math.floor(Math.random() * 16).toString(16)).join('')"
+)
 
 
-class StudioRuns:
-    """The generation each writer's studio is streaming, so Pause can stop it and wait.
-
-    Gradio's ``cancels=`` and a fast stream race: the handler could send one more update
-    after Pause's status and overwrite it (seen with llama.cpp and cache replays, which
-    stream hundreds of tokens a second). Pause therefore stops the stream here and answers
-    only once the handler has sent its last update.
-    """
-
-    def __init__(self) -> None:
-        self._runs: dict[str, _Run] = {}
-
-    def start(self, session: str) -> _Run:
-        run = _Run(asyncio.current_task())
-        self._runs[session] = run
-        return run
-
-    def end(self, session: str, run: _Run) -> None:
-        run.ended.set()
-        if self._runs.get(session) is run:
-            del self._runs[session]
-
-    async def pause(self, session: str, within: float = 10.0) -> None:
-        """Stop the session's generation; return once its handler sends nothing more."""
-        run = self._runs.get(session)
-        if run is None:
-            return
-        run.paused = True
-        if run.stream is not None:
-            run.stream.cancel()
-        ended = asyncio.ensure_future(run.ended.wait())
-        # the handler's task ending (Gradio cancelled it) also means no more updates
-        waiting: set[asyncio.Future[Any]] = {ended}
-        if run.task is not None and not run.task.done():
-            waiting.add(run.task)
-        try:
-            await asyncio.wait(waiting, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ended.cancel()
-
-
-def _session(request: gr.Request | None) -> str:
-    return str(getattr(request, "session_hash", None) or "")
-
-
-def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Blocks:
+def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
     """The Blocks app; every handler goes through ``registry`` (admission, lazy loading)."""
+    studio = Studio(registry, ctx)
     limits = registry.config.serve
-    model_ids = [m.id for m in registry.offered()]
-    exports = ctx.exports if ctx is not None else ExportFolder.create(limits.export_max_age_seconds)
-
     served = registry.sampling
-    presets = {"default": served, **{name: sampling_preset(name) for name in PRESET_NAMES}}
+    model_ids = [m.id for m in registry.offered()]
 
-    def sampling(
-        preset: str,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        rep: float,
-        length: int,
-        seed: Any,
-        full_length: bool = False,
-    ) -> dict[str, Any]:
-        """The step's options: the preset's parameters (also those without a slider, such
-        as creative's min-p), the sliders over them, the step's length and seed."""
-        base = presets.get(preset, served)
-        options: dict[str, Any] = base.model_dump(exclude=set(_PER_STEP))
-        options.update(
-            temperature=float(temperature),
-            top_k=int(top_k),
-            top_p=float(top_p),
-            repetition_penalty=float(rep),
-            max_new_tokens=min(int(length), limits.max_new_tokens),
-        )
-        if seed not in (None, "", -1) and int(seed) >= 0:
-            options["seed"] = int(seed)
-        if full_length:  # the model may not end the story before the step's length
-            options["min_new_tokens"] = options["max_new_tokens"]
-        return options
-
-    def at_least_a_line(options: dict[str, Any]) -> dict[str, Any]:
-        """Write and Resume always add something (up to 16 tokens), even where the model
-        would end the story at once (the story model sometimes does: an empty story)."""
-        floor = min(16, options["max_new_tokens"])
-        return {**options, "min_new_tokens": max(options.get("min_new_tokens", 0), floor)}
-
-    def admit(
-        prompt: str, options: dict[str, Any], request: gr.Request | None
-    ) -> tuple[str, dict[str, Any]]:
-        """Clean and check the texts, count the generation against the writer's rate limit."""
-        try:
-            prompt, options = clean_request(prompt, options, limits.max_prompt_chars)
-            if ctx is not None and ctx.limiter is not None:
-                ctx.limiter.hit("generate", *request_identity(request))
-        except TaleforgeError as exc:
-            raise gr.Error(str(exc)) from None
-        return prompt, options
-
-    runs = StudioRuns()
-
-    async def run(
-        base: str,
-        prompt: str,
-        model: str,
-        options: dict[str, Any],
-        versions: list[str],
-        request: gr.Request | None = None,
-    ) -> Any:
-        """Stream one generation; yields (story, counts, status, versions)."""
-        prompt, options = admit(prompt, options, request)
-        base = clean_text(base)
-        session = _session(request)
-        current = runs.start(session)
-        try:
-            started = time.perf_counter()
-            yield base, _counts(base), f"⏳ writing with {model} …", versions
-            written = ""
-            try:
-                async with generation(registry, model, prompt, **options) as (spec, stream):
-                    current.stream = stream
-                    if current.paused:
-                        stream.cancel()
-                    async for chunk in chunks(stream):
-                        if current.paused:
-                            return  # Pause answers once this handler has stopped
-                        written += chunk.text
-                        text = base + written if base else written.lstrip()
-                        yield text, _counts(text), f"✍️ writing with {spec} …", versions
-                    stories = stream.stories
-            except TaleforgeError as exc:
-                raise gr.Error(str(exc)) from None
-            if not stories or current.paused:
-                return
-            story = stories[0]
-            final = story.text  # for continue: the given text and the new, joined cleanly
-            tokenizer = registry.tokenizer(spec)
-            seconds = time.perf_counter() - started
-            status = (
-                f"✓ {story.generated_tokens} tokens in {seconds:.1f} s · seed {story.seed} · "
-                f"{story.finish_reason} · {spec}"
-            )
-            yield final, _counts(final, tokenizer), status, versions
-        finally:
-            runs.end(session, current)
-
-    shelf = StudioLibrary(ctx) if ctx is not None else None
     with gr.Blocks(title="taleforge — co-writing studio") as ui:
-        with gr.Row():
+        with gr.Row(elem_id="studio-header"):
             gr.Markdown("## taleforge · co-writing studio")
             account_bar = gr.Markdown("", elem_id="account-bar")
-        versions = gr.State([])
-        last = gr.State({})  # what Retry repeats: {"base", "prompt", "options"}
-        # The library story the Write tab is editing. Kept in the page (not a server-side
-        # State) so New story can clear it in the browser at once; the library checks that
-        # the id belongs to the writer.
+        # The open document: its key (made in the page, see studio.py), its library story
+        # and the draft shown. Kept in the page so New story clears them at once.
+        doc = gr.Textbox(new_doc, visible=False, elem_id="doc")
         story_id = gr.Number(None, precision=0, visible=False, elem_id="story-id")
+        head = gr.Number(None, precision=0, visible=False, elem_id="head")
+        last = gr.State({})  # what Retry repeats
+        reopen = gr.BrowserState(None, storage_key="taleforge-open-story")
         with gr.Tabs() as tabs:
             with gr.Tab("Write", id="write"), gr.Row():
                 with gr.Column(scale=3):
-                    prompt = gr.Textbox(
-                        label="Prompt",
-                        placeholder="An idea, a writing prompt, or a first line …",
-                        lines=2,
-                        elem_id="prompt",
-                    )
-                    title = gr.Textbox(
-                        label="Title",
-                        placeholder="(the prompt's first line)",
-                        max_lines=1,
-                        elem_id="title",
-                    )
+                    with gr.Row():
+                        title = gr.Textbox(
+                            label="Title",
+                            placeholder="(the prompt's first line)",
+                            max_lines=1,
+                            scale=2,
+                            elem_id="title",
+                        )
+                        prompt = gr.Textbox(
+                            label="Prompt",
+                            placeholder="An idea, a writing prompt, or a first line …",
+                            lines=1,
+                            max_lines=4,
+                            scale=3,
+                            elem_id="prompt",
+                        )
+                    with gr.Row(equal_height=True):
+                        write_btn = gr.Button("Write", elem_id="write-btn", min_width=70)
+                        continue_btn = gr.Button(
+                            "Continue ⌃⏎", variant="primary", elem_id="continue-btn", min_width=90
+                        )
+                        retry_btn = gr.Button("Retry", elem_id="retry-btn", min_width=60)
+                        pause_btn = gr.Button(
+                            "Pause", variant="stop", elem_id="pause-btn", min_width=60
+                        )
+                        undo_btn = gr.Button("Undo", elem_id="undo-btn", min_width=60)
+                        prev_btn = gr.Button("←", elem_id="prev-btn", min_width=40)
+                        next_btn = gr.Button("→", elem_id="next-btn", min_width=40)
+                    status = gr.Markdown("", elem_id="status")
                     story = gr.Textbox(
-                        label="Story (editable: pause, change anything, resume)",
-                        lines=16,
+                        label="Manuscript (yours to edit: Continue writes on from the end)",
+                        lines=18,
                         max_lines=40,
                         interactive=True,
                         elem_id="story",
                         buttons=["copy"],
                     )
-                    counts = gr.Markdown(_counts(""), elem_id="counts")
+                    count_line = gr.Markdown(counts(""), elem_id="counts")
                     with gr.Row():
-                        write_btn = gr.Button("Write", variant="primary", elem_id="write-btn")
-                        pause_btn = gr.Button("Pause", variant="stop", elem_id="pause-btn")
-                        resume_btn = gr.Button("Resume", elem_id="resume-btn")
-                        retry_btn = gr.Button("Retry", elem_id="retry-btn")
-                        undo_btn = gr.Button("Undo", elem_id="undo-btn")
-                    status = gr.Markdown("", elem_id="status")
-                    with gr.Row():
+                        save_btn = gr.Button("Save", scale=1, elem_id="save-btn")
+                        new_btn = gr.Button("New story", scale=1, elem_id="new-btn")
+                        focus_btn = gr.Button("Focus", scale=1, elem_id="focus-btn")
+                        dark_btn = gr.Button("Dark / light", scale=1, elem_id="dark-btn")
+                    save_status = gr.Markdown(
+                        "Stories are saved to your Library after every step.",
+                        elem_id="save-status",
+                    )
+                    with gr.Accordion("Drafts (the story's tree)", open=False, elem_id="drafts"):
+                        tree = gr.HTML("", elem_id="tree")
+                        with gr.Row():
+                            drafts = gr.Dropdown([], label="Draft", scale=3, elem_id="draft-pick")
+                            draft_btn = gr.Button("Show this draft", scale=1, elem_id="draft-btn")
+                    with gr.Row(elem_id="write-extras"):
                         export_format = gr.Radio(
                             [".txt", ".md"], value=".txt", label="Export as", scale=1
                         )
                         export_btn = gr.Button("Export", scale=1, elem_id="export-btn")
                         export_file = gr.File(label="Story file", scale=2, elem_id="export")
-                    with gr.Row():
-                        save_btn = gr.Button("Save", scale=1, elem_id="save-btn")
-                        new_btn = gr.Button("New story", scale=1, elem_id="new-btn")
-                        save_status = gr.Markdown(
-                            "Stories are saved to your Library after every step.",
-                            elem_id="save-status",
-                        )
-                with gr.Column(scale=2):
+                with gr.Column(scale=2, elem_id="settings-col"):
                     model = gr.Dropdown(
                         model_ids,
                         value=registry.default,
@@ -283,10 +154,10 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                         allow_custom_value=False,
                     )
                     with gr.Row():
-                        mode = gr.Dropdown(MODES, value="story", label="Mode", elem_id="mode")
+                        mode = gr.Dropdown(list(MODES), value="story", label="Mode", elem_id="mode")
                         genre = gr.Dropdown(["auto", "none", *GENRES], value="auto", label="Genre")
                     preset = gr.Radio(
-                        list(presets),
+                        list(studio.presets),
                         value="default",
                         label="Preset: sets the sliders (default = this server's [sampling])",
                         elem_id="preset",
@@ -311,6 +182,14 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                         label="Tokens per step",
                         elem_id="length",
                     )
+                    alternatives = gr.Slider(
+                        1,
+                        MAX_ALTERNATIVES,
+                        1,
+                        step=1,
+                        label="Alternatives per Retry",
+                        elem_id="alternatives",
+                    )
                     seed = gr.Number(-1, label="Seed (-1 = random)", precision=0)
                     full_length = gr.Checkbox(
                         False,
@@ -325,7 +204,16 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                     )
 
             with gr.Tab("Chat", id="chat"):
-                chatbot = gr.Chatbot(label="Creative-writing chat", height=420, elem_id="chatbot")
+                gr.Markdown(
+                    "Talk with the model about your story (its chat template, no genre). "
+                    "Replies can go into the manuscript."
+                )
+                chatbot = gr.Chatbot(
+                    show_label=False,
+                    height=420,
+                    elem_id="chatbot",
+                    render_markdown=False,
+                )
                 with gr.Row():
                     message = gr.Textbox(
                         placeholder="Write a poem about the sea … then: make it darker",
@@ -335,173 +223,211 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                     )
                     send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send-btn")
                     clear_btn = gr.Button("Clear", scale=1)
-                chat_status = gr.Markdown(
-                    "Replies use the model, the genre-free chat template and the length of "
-                    "the Write tab.",
-                    elem_id="chat-status",
-                )
-
-            if shelf is not None:
-                shelf.build_tab(
-                    WriteParts(
-                        tabs, story, prompt, title, story_id, mode, genre, model, save_status
+                with gr.Row():
+                    chat_model = gr.Dropdown(
+                        model_ids,
+                        value=registry.default,
+                        label="Chat model",
+                        elem_id="chat-model",
+                        allow_custom_value=False,
                     )
-                )
+                    chat_length = gr.Slider(
+                        min(16, limits.max_new_tokens),
+                        max(limits.max_new_tokens, 2),
+                        min(served.max_new_tokens, limits.max_new_tokens),
+                        step=8,
+                        label="Reply length (tokens)",
+                        elem_id="chat-length",
+                    )
+                    insert_btn = gr.Button("Insert last reply into the story", elem_id="insert-btn")
+                chat_status = gr.Markdown("", elem_id="chat-status")
 
-        settings = [preset, temperature, top_k, top_p, rep, length, seed, full_length]
+            targets = {
+                "text": story,
+                "counts": count_line,
+                "status": status,
+                "story_id": story_id,
+                "head": head,
+                "title": title,
+                "saved": save_status,
+                "tree": tree,
+                "drafts": drafts,
+                "last": last,
+                "doc": doc,
+            }
+            outputs = [*targets.values(), reopen]
+
+            open_outputs = [*outputs, tabs, prompt, mode, genre]
+
+            async def on_open(story_id_value: Any, request: gr.Request) -> Any:
+                if story_id_value in (None, "") or int(story_id_value) <= 0:
+                    raise gr.Error("select a story first: click it in the list")
+                record, view = await studio.open(int(story_id_value), request)
+                mode_value = record.mode if record.mode in MODES else "story"
+                return [
+                    *show(view),
+                    gr.Tabs(selected="write"),
+                    record.prompt,
+                    mode_value,
+                    record.genre or "auto",
+                ]
+
+            # the Library tab: opening a story fills the editor
+            studio.shelf.build_tab(WriteParts(on_open, open_outputs))
+
+        # -- reading the page into a document --------------------------------------------
+        doc_parts = [doc, story_id, head, title, prompt, story, mode, genre, model, memory, note]
+        knob_parts = [
+            preset,
+            temperature,
+            top_k,
+            top_p,
+            rep,
+            length,
+            seed,
+            full_length,
+            alternatives,
+        ]
+
+        def read(values: list[Any]) -> tuple[Doc, Knobs]:
+            d = values[: len(doc_parts)]
+            k = values[len(doc_parts) : len(doc_parts) + len(knob_parts)]
+            document = Doc(
+                key=str(d[0] or ""),
+                story_id=int(d[1]) if d[1] not in (None, "") and int(d[1]) > 0 else None,
+                head=int(d[2]) if d[2] not in (None, "") else None,
+                title=d[3] or "",
+                prompt=d[4] or "",
+                text=d[5] or "",
+                mode=d[6] or "story",
+                genre=d[7] or "auto",
+                model=d[8] or registry.default,
+                memory=d[9] or "",
+                note=d[10] or "",
+            )
+            knobs = Knobs(*k) if k else Knobs()
+            return document, knobs
+
+        def show(view: View) -> list[Any]:
+            changed = view.changed()
+            values = [changed.get(name, gr.skip()) for name in targets]
+            sid = changed.get("story_id")
+            values.append(sid if sid else gr.skip())  # the story a reload reopens
+            return values
+
+        def streamed(action: str) -> Any:
+            async def handler(*values: Any, request: gr.Request) -> Any:
+                *page, previous = values
+                document, knobs = read(list(page))
+                try:
+                    if action == "write":
+                        views = studio.write(document, knobs, request)
+                    elif action == "continue":
+                        views = studio.continue_(document, knobs, request)
+                    else:
+                        views = studio.retry(document, knobs, previous or {}, request)
+                    async for view in views:
+                        yield show(view)
+                except TaleforgeError as exc:
+                    raise gr.Error(str(exc)) from None
+
+            return handler
+
+        def stepped(action: str, amount: int = 0) -> Any:
+            async def handler(*values: Any, request: gr.Request) -> Any:
+                document, _ = read(list(values))
+                if not document.story_id:
+                    return show(View(status="nothing saved yet: Write or Continue first"))
+                if action == "undo":
+                    return show(await studio.undo(document, request))
+                if action == "pick":
+                    number = values[-1]
+                    if number in (None, ""):
+                        raise gr.Error("pick a draft first")
+                    return show(
+                        await studio.checkout(
+                            document, int(number), request, f"draft #{int(number)}"
+                        )
+                    )
+                return show(await studio.sibling(document, amount, request))
+
+            return handler
+
         preset.change(
-            lambda name: [getattr(presets[name], key) for key in SLIDERS],
+            lambda name: [getattr(studio.presets[name], key) for key in SLIDERS],
             [preset],
             [temperature, top_k, top_p, rep],
             concurrency_limit=None,
         )
-        outputs = [story, counts, status, versions]
+        generate_inputs = [*doc_parts, *knob_parts, last]
+        write_btn.click(streamed("write"), generate_inputs, outputs, concurrency_limit=None)
+        continue_btn.click(streamed("continue"), generate_inputs, outputs, concurrency_limit=None)
+        retry_btn.click(streamed("retry"), generate_inputs, outputs, concurrency_limit=None)
 
-        async def start(
-            base: str,
-            prompt_text: str,
-            model_id: str,
-            options: dict[str, Any],
-            history: list[str],
-            story_text: str,
-            request: gr.Request | None = None,
-        ) -> Any:
-            """Keep the current text for Undo, remember the request for Retry, then stream."""
-            history = _push(history, story_text)
-            previous = {"base": base, "prompt": prompt_text, "options": options, "model": model_id}
-            yield gr.skip(), gr.skip(), gr.skip(), history, previous
-            async for update in run(base, prompt_text, model_id, options, history, request):
-                yield (*update, gr.skip())
+        async def on_pause(request: gr.Request) -> Any:
+            return gr.skip() if await studio.pause(request) else "⏸ nothing is being written"
 
-        async def on_write(
-            prompt_text: str,
-            story_text: str,
-            model_id: str,
-            mode_name: str,
-            genre_name: str,
-            memory_text: str,
-            note_text: str,
-            history: list[str],
-            request: gr.Request,
-            *knobs: Any,
-        ) -> Any:
-            if not prompt_text.strip():
-                raise gr.Error("write a prompt first: an idea, a writing prompt or a first line")
-            options = {
-                **at_least_a_line(sampling(*knobs)),
-                "mode": mode_name,
-                "genre": genre_name,
-                "memory": memory_text,
-                "authors_note": note_text,
-            }
-            async for update in start(
-                "", prompt_text, model_id, options, history, story_text, request
-            ):
-                yield update
-
-        async def on_resume(
-            story_text: str,
-            model_id: str,
-            genre_name: str,
-            memory_text: str,
-            note_text: str,
-            history: list[str],
-            request: gr.Request,
-            *knobs: Any,
-        ) -> Any:
-            if not story_text.strip():
-                raise gr.Error("there is no story to continue: write one first, or type its start")
-            options = {
-                **at_least_a_line(sampling(*knobs)),
-                "mode": "continue",
-                "genre": genre_name,
-                "memory": memory_text,
-                "authors_note": note_text,
-            }
-            async for update in start(
-                story_text, story_text, model_id, options, history, story_text, request
-            ):
-                yield update
-
-        async def on_retry(
-            story_text: str, history: list[str], previous: dict[str, Any], request: gr.Request
-        ) -> Any:
-            if not previous:
-                raise gr.Error("nothing to retry yet: Write or Resume first")
-            options = {k: v for k, v in previous["options"].items() if k != "seed"}
-            history = _push(history, story_text)
-            async for update in run(
-                previous["base"], previous["prompt"], previous["model"], options, history, request
-            ):
-                yield update
-
-        def on_undo(
-            history: list[str], story_text: str, model_id: str
-        ) -> tuple[str, str, str, list[str]]:
-            tokenizer = registry.tokenizer(model_id)
-            if not history:
-                return story_text, _counts(story_text, tokenizer), "nothing to undo", history
-            *rest, text = history
-            status = f"restored an earlier version ({len(rest)} more)"
-            return text, _counts(text, tokenizer), status, rest
-
-        def on_export(story_text: str, fmt: str, prompt_text: str) -> str:
-            if not story_text.strip():
-                raise gr.Error("the story is empty: nothing to export")
-            title = (prompt_text.strip().splitlines() or ["story"])[0][:60] or "story"
-            slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() or "story"
-            body = f"# {title}\n\n{story_text}\n" if fmt == ".md" else story_text + "\n"
-            return str(exports.write(f"{slug}{fmt}", body.encode("utf-8")))
-
-        # Write starts a new library story: the open one is let go *before* the writing
-        # starts, so the write's autosave can never land in the previous story (as a separate
-        # reset event could, when the queue ran it late under load: one story lost).
-        write_event = write_btn.click(
-            lambda: (None, ""), None, [story_id, title], concurrency_limit=None
-        ).then(
-            on_write,
-            [prompt, story, model, mode, genre, memory, note, versions, *settings],
-            [*outputs, last],
-            concurrency_limit=None,
-        )
-        resume_event = resume_btn.click(
-            on_resume,
-            [story, model, genre, memory, note, versions, *settings],
-            [*outputs, last],
-            concurrency_limit=None,
-        )
-        retry_event = retry_btn.click(
-            on_retry, [story, versions, last], outputs, concurrency_limit=None
-        )
-        generating: Any = [write_event, resume_event, retry_event]  # Dependency objects
-
-        async def on_pause(request: gr.Request) -> str:
-            await runs.pause(_session(request))
-            return "⏸ paused: edit the story, then Resume"
-
-        # Never queued behind another event: Pause answers as soon as the stream has stopped.
-        pause_event = pause_btn.click(
-            on_pause, None, [status], cancels=generating, concurrency_limit=None
-        )
-        # One generation at a time per writer: starting another stops the one running.
-        write_btn.click(None, cancels=[resume_event, retry_event])
-        resume_btn.click(None, cancels=[write_event, retry_event])
-        retry_btn.click(None, cancels=[write_event, resume_event])
-        undo_btn.click(on_undo, [versions, story, model], outputs, cancels=generating)
+        # Never queued behind another event; it only asks the generation to stop: the
+        # generating handler saves what it wrote and says "paused" itself.
+        pause_btn.click(on_pause, None, [status], concurrency_limit=None)
+        undo_btn.click(stepped("undo"), doc_parts, outputs, concurrency_limit=None)
+        prev_btn.click(stepped("sibling", -1), doc_parts, outputs, concurrency_limit=None)
+        next_btn.click(stepped("sibling", 1), doc_parts, outputs, concurrency_limit=None)
+        draft_btn.click(stepped("pick"), [*doc_parts, drafts], outputs, concurrency_limit=None)
         story.input(
-            lambda text, model_id: _counts(text, registry.tokenizer(model_id)),
+            lambda text, model_id: counts(text, registry.tokenizer(model_id)),
             [story, model],
-            [counts],
+            [count_line],
+            trigger_mode="always_last",
         )
-        export_btn.click(on_export, [story, export_format, prompt], [export_file])
 
+        async def on_save(kind: str, *values: Any, request: gr.Request) -> Any:
+            document, _ = read(list(values))
+            if not document.text.strip():
+                if kind == "save":
+                    raise gr.Error("the story is empty: write something before saving")
+                return show(View())
+            record = await studio.save(document, document.text, kind, request)
+            if record is None:
+                return show(View())
+            return show(await studio.saved_view(record, request))
+
+        async def save_now(*values: Any, request: gr.Request) -> Any:
+            return await on_save("save", *values, request=request)
+
+        async def save_edit(*values: Any, request: gr.Request) -> Any:
+            return await on_save("edit", *values, request=request)
+
+        save_btn.click(save_now, doc_parts, outputs)
+        story.blur(save_edit, doc_parts, outputs)
+        # Cleared in the browser at once: a prompt typed right after the click is never
+        # undone by a late answer from the server; a new document key means the next save
+        # makes a new story.
+        new_btn.click(
+            None,
+            None,
+            [doc, story_id, head, title, story, prompt, save_status, tree, last],
+            js=f"() => [({_NEW_DOC_JS})(), null, null, '', '', '', "
+            "'New story: write a prompt, or type its first lines.', '', {}]",
+        ).then(lambda: (counts(""), None), None, [count_line, reopen])
+        focus_btn.click(None, js="() => { document.body.classList.toggle('focus-mode') }")
+        dark_btn.click(None, js="() => { document.body.classList.toggle('dark') }")
+
+        def on_export(*values: Any) -> str:
+            *page, fmt = values
+            document, _ = read(list(page))
+            return studio.export(document, fmt)
+
+        export_btn.click(on_export, [*doc_parts, export_format], [export_file])
+
+        # -- chat ----------------------------------------------------------------------
         async def on_send(
             text: str, chat: list[dict[str, Any]], model_id: str, tokens: int, request: gr.Request
         ) -> Any:
             if not text.strip():
                 raise gr.Error("type a message first")
             history = [{"role": m["role"], "content": _plain(m["content"])} for m in chat]
-            text, cleaned = admit(text, {"history": history}, request)
+            text, cleaned = studio.admit(text, {"history": history}, request)
             history = cleaned["history"]
             chat = [*chat, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
             yield chat, "", f"⏳ {model_id} is thinking …"
@@ -528,80 +454,47 @@ def build_ui(registry: ModelRegistry, ctx: AppContext | None = None) -> gr.Block
                 chat[-1] = {"role": "assistant", "content": done.generated_text}
                 yield chat, "", f"✓ {done.generated_tokens} tokens · {done.finish_reason} · {spec}"
 
-        chat_io = ([message, chatbot, model, length], [chatbot, message, chat_status])
+        chat_io = ([message, chatbot, chat_model, chat_length], [chatbot, message, chat_status])
         send_event = send_btn.click(on_send, *chat_io, concurrency_limit=None)
         message.submit(on_send, *chat_io, concurrency_limit=None)
         clear_btn.click(lambda: [], None, [chatbot], cancels=[send_event])
 
-        if shelf is not None:
-            _wire_saving(
-                shelf,
-                ui,
-                account_bar,
-                events=(write_event, resume_event, retry_event, pause_event),
-                inputs=[story_id, title, story, prompt, mode, genre, model],
-                outputs=[story_id, title, save_status],
-                buttons=(write_btn, save_btn, new_btn),
-                story=story,
+        async def on_insert(chat: list[dict[str, Any]], *values: Any, request: gr.Request) -> Any:
+            replies = [_plain(m["content"]) for m in chat if m["role"] == "assistant"]
+            if not replies or not replies[-1].strip():
+                raise gr.Error("there is no reply to insert yet: Send a message first")
+            document, _ = read(list(values))
+            joiner = "\n\n" if document.text.strip() else ""
+            text = document.text.rstrip() + joiner + replies[-1].strip()
+            document = Doc(**{**document.__dict__, "text": text})
+            record = await studio.save(document, text, "edit", request)
+            view = View(text=text, counts=counts(text), status="📥 the reply is in the story")
+            if record is not None:
+                saved = await studio.saved_view(record, request)
+                view = View(**{**view.__dict__, **saved.changed()})
+            return [*show(view), gr.Tabs(selected="write")]
+
+        insert_btn.click(on_insert, [chatbot, *doc_parts], [*outputs, tabs])
+
+        async def on_load(remembered: Any, request: gr.Request) -> Any:
+            account = studio.account(request)
+            who = (
+                "local writer · [account & API tokens](/account)"
+                if account.is_local
+                else f"signed in as **{esc(account.username)}** · "
+                "[account, API tokens, log out](/account)"
             )
+            if remembered in (None, "") or not str(remembered).isdigit():
+                return [who, *[gr.skip()] * len(open_outputs)]
+            try:
+                opened = await on_open(int(remembered), request)
+            except gr.Error:  # deleted meanwhile, or another writer's browser
+                return [who, *[gr.skip()] * len(open_outputs)]
+            opened[len(outputs)] = gr.skip()  # stay on the tab the page opened with
+            return [who, *opened]
+
+        ui.load(on_load, [reopen], [account_bar, *open_outputs])
     return ui
-
-
-def _wire_saving(
-    shelf: StudioLibrary,
-    ui: gr.Blocks,
-    account_bar: gr.Markdown,
-    *,
-    events: tuple[Any, ...],
-    inputs: list[Any],
-    outputs: list[Any],
-    buttons: tuple[gr.Button, gr.Button, gr.Button],
-    story: gr.Textbox,
-) -> None:
-    """Autosave after every generation step, on Pause and when the text loses focus after an
-    edit; Save saves now; Write and New story start a new library story."""
-    story_id, title = outputs[0], outputs[1]
-    _, save_btn, new_btn = buttons  # Write lets the open story go in its own event chain
-
-    def saver(kind: str) -> Any:
-        async def save(
-            sid: Any,
-            name: str,
-            text: str,
-            idea: str,
-            mode: str,
-            genre: str,
-            model: str,
-            request: gr.Request,
-        ) -> Any:
-            return await shelf.save(sid, name, text, idea, mode, genre, model, kind, request)
-
-        return save
-
-    *generating, pause_event = events
-    for event in generating:
-        event.then(saver("generate"), inputs, outputs)
-    pause_event.then(saver("autosave"), inputs, outputs)
-    story.blur(saver("edit"), inputs, outputs)
-    save_btn.click(saver("save"), inputs, outputs)
-    # Cleared in the browser at once: a prompt typed (or a Save clicked) right after the click
-    # is never undone by a late answer from the server.
-    new_btn.click(
-        None,
-        None,
-        [story_id, title, story, inputs[3], outputs[2]],
-        js="() => [null, '', '', '', 'New story: write a prompt, or type its first lines.']",
-    )
-
-    def who(request: gr.Request) -> str:
-        account = shelf.account(request)
-        if account.is_local:
-            return "local writer · [account & API tokens](/account)"
-        return (
-            f"signed in as **{esc(account.username)}** · [account, API tokens, log out](/account)"
-        )
-
-    ui.load(who, None, [account_bar])
 
 
 def _plain(content: Any) -> str:

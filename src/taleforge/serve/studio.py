@@ -1,0 +1,724 @@
+"""The manuscript studio's actions, without the page: each writes one document, in the library.
+
+A story is one library entry, made once (by the first Write or Continue of a new document)
+and versioned by every later action: Write adds a fresh draft from the prompt (a new root of
+the story's tree), Continue appends to the manuscript (a child of the draft it continued),
+Retry writes the last part again (a sibling of the part it replaces), Undo and ←/→ move in
+the tree without writing anything. :class:`Studio` holds these handlers; ``ui.build_ui``
+lays out the page and wires them, and the tests call them without a browser.
+
+A page names its document with a random key (``doc``): the first save of a document makes
+its story and every later save of that key finds it, whichever of two racing saves (a
+Pause's and a Write's, an edit's and a Continue's) arrives first. Saves of one document are
+serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import gradio as gr
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from taleforge.config import sampling_preset
+from taleforge.errors import TaleforgeError
+from taleforge.generate.lore import Lorebook, LoreEntry
+from taleforge.genres import GENRES
+from taleforge.serve.context import AppContext
+from taleforge.serve.library_ui import StudioLibrary, esc
+from taleforge.serve.limits import request_identity
+from taleforge.serve.registry import ModelRegistry
+from taleforge.serve.sanitize import check_length, clean_request, clean_text
+from taleforge.serve.streaming import chunks, generation
+from taleforge.store import Account, StoryNotFound, StoryRecord
+
+#: The presets the studio offers beside the server's own ``[sampling]`` ("default"): their
+#: ``[sampling]`` tables in ``configs/``, the same files ``--config NAME`` reads.
+PRESET_NAMES = ("creative", "focused")
+#: The sampling parameters the studio has a slider for, in the order of the page's knobs.
+SLIDERS = {
+    "temperature": "Temperature",
+    "top_k": "Top-k (0 = off)",
+    "top_p": "Top-p",
+    "repetition_penalty": "Repetition penalty",
+}
+#: Set per step by the studio itself (length, seed, the whole-length switch), never by a preset.
+_PER_STEP = ("max_new_tokens", "min_new_tokens", "seed", "stop", "num_stories")
+MODES = ("story", "writing-prompt", "continue", "poem", "dialogue")
+#: Alternatives one Retry may write at once.
+MAX_ALTERNATIVES = 4
+#: Documents whose story id a server remembers (the oldest are forgotten first).
+_DOCUMENTS = 10_000
+#: Never set: a field of a :class:`View` left as it is on the page.
+KEEP: Any = object()
+
+
+def counts(text: str, tokenizer: Any = None) -> str:
+    """The word counter: words, characters and (given the model's tokenizer) tokens."""
+    words = len(re.findall(r"\S+", text))
+    line = f"{words:,} words · {len(text):,} characters"
+    if tokenizer is not None:
+        tokens = len(tokenizer(text[-200_000:], add_special_tokens=False)["input_ids"])
+        line += f" · {tokens:,} tokens" if len(text) <= 200_000 else ""
+    return line
+
+
+def new_doc() -> str:
+    return secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class Doc:
+    """The open document as the page holds it."""
+
+    key: str = ""
+    story_id: int | None = None
+    head: int | None = None
+    title: str = ""
+    prompt: str = ""
+    text: str = ""
+    mode: str = "story"
+    genre: str = "auto"
+    model: str = ""
+    memory: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The Write tab's sampling controls."""
+
+    preset: str = "default"
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    length: int = 200
+    seed: Any = -1
+    full_length: bool = False
+    alternatives: int = 1
+
+
+@dataclass(frozen=True)
+class View:
+    """What an action changes on the page; fields left at :data:`KEEP` stay as they are."""
+
+    text: Any = KEEP
+    counts: Any = KEEP
+    status: Any = KEEP
+    story_id: Any = KEEP
+    head: Any = KEEP
+    title: Any = KEEP
+    saved: Any = KEEP
+    tree: Any = KEEP
+    drafts: Any = KEEP
+    last: Any = KEEP
+    doc: Any = KEEP
+
+    def changed(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not KEEP
+        }
+
+
+@dataclass
+class _Run:
+    """One generation a studio handler is streaming."""
+
+    task: asyncio.Task[Any] | None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    paused: bool = False
+    stream: Any = None
+
+
+class StudioRuns:
+    """The generation each writer's studio is streaming, so Pause can stop it and wait.
+
+    Pause only asks: the generating handler stops at the next token, saves what was written
+    and sends the last update itself (a Gradio ``cancels=`` would kill it before it saved).
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+
+    def start(self, session: str) -> _Run:
+        run = _Run(asyncio.current_task())
+        self._runs[session] = run
+        return run
+
+    def end(self, session: str, run: _Run) -> None:
+        run.ended.set()
+        if self._runs.get(session) is run:
+            del self._runs[session]
+
+    async def pause(self, session: str, within: float = 30.0) -> bool:
+        """Stop the session's generation; True once its handler has sent its last update."""
+        run = self._runs.get(session)
+        if run is None:
+            return False
+        run.paused = True
+        if run.stream is not None:
+            run.stream.cancel()
+        try:
+            await asyncio.wait_for(run.ended.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+
+def session_of(request: gr.Request | None) -> str:
+    return str(getattr(request, "session_hash", None) or "")
+
+
+def _tail(text: str, chars: int) -> tuple[str, str]:
+    """(head, tail): the tail is at most ``chars`` characters and starts at a word."""
+    if len(text) <= chars:
+        return "", text
+    cut = len(text) - chars
+    space = text.find(" ", cut)
+    if 0 <= space < cut + 200:
+        cut = space + 1
+    return text[:cut], text[cut:]
+
+
+class Studio:
+    """The studio's handlers for one server: generation, the document's library story, the
+    tree of drafts."""
+
+    def __init__(self, registry: ModelRegistry, ctx: AppContext) -> None:
+        self.registry, self.ctx = registry, ctx
+        self.limits = registry.config.serve
+        served = registry.sampling
+        self.presets = {"default": served, **{n: sampling_preset(n) for n in PRESET_NAMES}}
+        self.runs = StudioRuns()
+        self._stories: OrderedDict[str, int] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.shelf = StudioLibrary(ctx)
+
+    # -- accounts and the library ------------------------------------------------------------
+
+    def account(self, request: gr.Request | None) -> Account:
+        return self.shelf.account(request)
+
+    def remember(self, key: str, story_id: int) -> None:
+        """The document ``key`` is library story ``story_id`` (an opened story, a new one)."""
+        if key:
+            self._stories[key] = story_id
+            self._stories.move_to_end(key)
+            while len(self._stories) > _DOCUMENTS:
+                self._stories.popitem(last=False)
+
+    def check_manuscript(self, text: str) -> str:
+        text = clean_text(text or "")
+        try:
+            check_length(text, self.limits.max_story_chars, "manuscript")
+        except TaleforgeError as exc:
+            raise gr.Error(str(exc)) from None
+        return text
+
+    async def save(
+        self,
+        doc: Doc,
+        text: str,
+        kind: str,
+        request: gr.Request | None,
+        *,
+        parent: Any = KEEP,
+    ) -> StoryRecord | None:
+        """Save ``text`` as a new version of the document's story (made on its first save).
+
+        ``parent``: the version it grows from; by default the story's head (what the writer
+        is looking at); None makes it a new root (a fresh draft from a prompt).
+        """
+        text = self.check_manuscript(text)
+        if not text.strip():
+            return None
+        title = clean_text(doc.title or "").strip()
+        if len(title) > 200:
+            raise gr.Error(f"the title is {len(title)} characters: use at most 200")
+        prompt = clean_text(doc.prompt or "")[: self.limits.max_prompt_chars]
+        account = await run_in_threadpool(self.account, request)
+        library = self.ctx.library
+        fields_: dict[str, Any] = {
+            "prompt": prompt,
+            "mode": doc.mode if doc.mode in MODES else "story",
+            "genre": doc.genre if doc.genre in GENRES else None,
+            "model": doc.model or None,
+        }
+        lock = self._locks.setdefault(doc.key or f"story-{doc.story_id}", asyncio.Lock())
+        async with lock:
+            story_id = doc.story_id or self._stories.get(doc.key)
+            record: StoryRecord | None = None
+            try:
+                if story_id:
+                    extra = {} if parent is KEEP else {"parent": parent}
+                    try:
+                        record = await run_in_threadpool(
+                            lambda: library.update(
+                                account,
+                                int(story_id),
+                                text=text,
+                                title=title or None,
+                                kind=kind,
+                                **extra,
+                                **fields_,
+                            )
+                        )
+                    except StoryNotFound:  # deleted meanwhile: it is saved as a new story
+                        record = None
+                if record is None:
+                    record = await run_in_threadpool(
+                        lambda: library.create(
+                            account, text=text, title=title or None, kind=kind, **fields_
+                        )
+                    )
+            except TaleforgeError as exc:
+                raise gr.Error(str(exc)) from None
+            self.remember(doc.key, record.id)
+            return record
+
+    async def tree(self, story_id: int | None, request: gr.Request | None) -> list[Any]:
+        if not story_id:
+            return []
+        account = await run_in_threadpool(self.account, request)
+        try:
+            return list(await run_in_threadpool(self.ctx.library.versions, account, story_id))
+        except StoryNotFound:
+            return []
+
+    async def saved_view(self, record: StoryRecord, request: gr.Request | None) -> View:
+        """The page after a save: the story's id, head, title, the save line and the tree."""
+        versions = await self.tree(record.id, request)
+        label = f"💾 saved “{esc(record.title)}” · version {record.head} of {len(versions)}"
+        return View(
+            story_id=record.id,
+            head=record.head,
+            title=record.title,
+            saved=f"{label} · {record.updated_at:%H:%M:%S}",
+            tree=render_tree(versions, record.head),
+            drafts=draft_choices(versions, record.head),
+        )
+
+    # -- generation -------------------------------------------------------------------------
+
+    def sampling(self, knobs: Knobs) -> dict[str, Any]:
+        """The step's options: the preset's parameters (also those without a slider, such as
+        creative's min-p), the sliders over them, the step's length and seed."""
+        base = self.presets.get(knobs.preset, self.registry.sampling)
+        options: dict[str, Any] = base.model_dump(exclude=set(_PER_STEP))
+        for name in SLIDERS:
+            value = getattr(knobs, name)
+            if value is not None:
+                options[name] = type(getattr(base, name))(value)
+        length = min(int(knobs.length), self.limits.max_new_tokens)
+        options["max_new_tokens"] = length
+        if knobs.seed not in (None, "", -1) and int(knobs.seed) >= 0:
+            options["seed"] = int(knobs.seed)
+        # Write and Continue always add something (up to 16 tokens), even where the model
+        # would end the story at once (the story model sometimes does: an empty story); with
+        # "the whole length" the model may not end before the step's length.
+        options["min_new_tokens"] = length if knobs.full_length else min(16, length)
+        return options
+
+    def admit(
+        self, prompt: str, options: dict[str, Any], request: gr.Request | None
+    ) -> tuple[str, dict[str, Any]]:
+        """Clean and check the texts, count the generation against the writer's rate limit."""
+        try:
+            prompt, options = clean_request(prompt, options, self.limits.max_prompt_chars)
+            if self.ctx.limiter is not None:
+                self.ctx.limiter.hit("generate", *request_identity(request))
+        except TaleforgeError as exc:
+            raise gr.Error(str(exc)) from None
+        return prompt, options
+
+    def _options(self, doc: Doc, knobs: Knobs, mode: str) -> dict[str, Any]:
+        return {
+            **self.sampling(knobs),
+            "mode": mode,
+            "genre": doc.genre,
+            "memory": doc.memory,
+            "authors_note": doc.note,
+        }
+
+    async def write(
+        self, doc: Doc, knobs: Knobs, request: gr.Request | None
+    ) -> AsyncIterator[View]:
+        """A fresh draft from the prompt: a new story, or a new root draft of the open one
+        (the earlier drafts stay in its tree)."""
+        if not doc.prompt.strip():
+            raise gr.Error("write a prompt first: an idea, a writing prompt or a first line")
+        mode = doc.mode if doc.mode in MODES and doc.mode != "continue" else "story"
+        step = {
+            "prefix": "",
+            "base": "",
+            "prompt": doc.prompt,
+            "options": self._options(doc, knobs, mode),
+            "model": doc.model,
+            "parent": None,
+        }
+        async for view in self._generate(doc, step, request):
+            yield view
+
+    async def continue_(
+        self, doc: Doc, knobs: Knobs, request: gr.Request | None
+    ) -> AsyncIterator[View]:
+        """Append to the manuscript (with a prompt and no manuscript yet: Write)."""
+        text = self.check_manuscript(doc.text)
+        if not text.strip():
+            if doc.prompt.strip():
+                async for view in self.write(doc, knobs, request):
+                    yield view
+                return
+            raise gr.Error("there is nothing to continue: write a prompt, or type the first lines")
+        await self.runs.pause(session_of(request))  # one generation at a time per writer
+        # the manuscript as it is now (edits included) is a version: the new part its child
+        record = await self.save(doc, text, "edit", request)
+        assert record is not None
+        doc = replace(doc, story_id=record.id, head=record.head, title=record.title)
+        head, tail = _tail(text, self.limits.max_prompt_chars // 2)
+        step = {
+            "prefix": head,
+            "base": tail,
+            "prompt": tail,
+            "options": self._options(doc, knobs, "continue"),
+            "model": doc.model,
+            "parent": record.head,
+        }
+        yield View(story_id=record.id, head=record.head, title=record.title)
+        async for view in self._generate(doc, step, request):
+            yield view
+
+    async def retry(
+        self, doc: Doc, knobs: Knobs, last: dict[str, Any], request: gr.Request | None
+    ) -> AsyncIterator[View]:
+        """The last part written again (``knobs.alternatives`` of them): siblings in the tree
+        of the part they replace."""
+        if not last:
+            raise gr.Error("nothing to retry yet: Write or Continue first")
+        options = {k: v for k, v in last["options"].items() if k != "seed"}
+        options["num_stories"] = max(1, min(int(knobs.alternatives or 1), MAX_ALTERNATIVES))
+        async for view in self._generate(doc, {**last, "options": options}, request):
+            yield view
+
+    async def _generate(
+        self, doc: Doc, step: dict[str, Any], request: gr.Request | None
+    ) -> AsyncIterator[View]:
+        """Stream one step; save what it wrote (also when paused) as children of
+        ``step["parent"]``."""
+        prompt, options = self.admit(step["prompt"], step["options"], request)
+        prefix, base, model = step["prefix"], clean_text(step["base"]), step["model"]
+        session = session_of(request)
+        await self.runs.pause(session)  # one generation at a time per writer
+        current = self.runs.start(session)
+        many = options.get("num_stories", 1) > 1
+        try:
+            started = time.perf_counter()
+            shown = prefix + base
+            yield View(text=shown, counts=counts(shown), status=f"⏳ writing with {model} …")
+            written = ""
+            stories: tuple[Any, ...] = ()
+            spec = model
+            try:
+                async with generation(self.registry, model, prompt, **options) as (spec, stream):
+                    current.stream = stream
+                    if current.paused:
+                        stream.cancel()
+                    async for chunk in chunks(stream):
+                        if current.paused:
+                            break
+                        if chunk.index:
+                            status = f"✍️ writing alternative {chunk.index + 1} with {spec} …"
+                            yield View(status=status)
+                            continue
+                        written += chunk.text
+                        shown = prefix + (base + written if base else written.lstrip())
+                        yield View(
+                            text=shown, counts=counts(shown), status=f"✍️ writing with {spec} …"
+                        )
+                    stories = stream.stories
+            except TaleforgeError as exc:
+                raise gr.Error(str(exc)) from None
+            seconds = time.perf_counter() - started
+            if current.paused or not stories:
+                texts = [shown] if shown.strip() != (prefix + base).strip() else []
+                status = "⏸ paused: edit the manuscript, then Continue"
+            else:
+                texts = [prefix + s.text for s in stories]
+                first = stories[0]
+                status = (
+                    f"✓ {first.generated_tokens} tokens in {seconds:.1f} s · seed {first.seed} · "
+                    f"{first.finish_reason} · {spec}"
+                )
+                if many:
+                    status += f" · {len(stories)} alternatives: ← → to compare"
+            record = None
+            for text in reversed(texts):  # the first alternative is saved last: the head
+                record = await self.save(doc, text, "generate", request, parent=step["parent"])
+                if record is not None:
+                    doc = replace(doc, story_id=record.id)
+            final = texts[0] if texts else shown
+            tokenizer = self.registry.tokenizer(spec) if len(final) < 200_000 else None
+            view = View(
+                text=final,
+                counts=counts(final, tokenizer),
+                status=status,
+                last={**step, "prompt": prompt},
+            )
+            if record is not None:
+                view = replace(view, **(await self.saved_view(record, request)).changed())
+            yield view
+        finally:
+            self.runs.end(session, current)
+
+    async def pause(self, request: gr.Request | None) -> bool:
+        """Stop the writer's generation; True once its handler has saved and shown what was
+        written (False: nothing was being written)."""
+        return await self.runs.pause(session_of(request))
+
+    # -- moving in the tree ------------------------------------------------------------------
+
+    async def checkout(self, doc: Doc, number: int, request: gr.Request | None, why: str) -> View:
+        account = await run_in_threadpool(self.account, request)
+        try:
+            record = await run_in_threadpool(
+                self.ctx.library.checkout, account, int(doc.story_id or 0), int(number)
+            )
+        except StoryNotFound as exc:
+            raise gr.Error(str(exc)) from None
+        view = await self.saved_view(record, request)
+        tokenizer = self.registry.tokenizer(doc.model) if len(record.text) < 200_000 else None
+        return replace(
+            view,
+            text=record.text,
+            counts=counts(record.text, tokenizer),
+            status=why,
+            saved=f"📖 “{esc(record.title)}” · draft #{record.head}",
+            last={},
+        )
+
+    async def undo(self, doc: Doc, request: gr.Request | None) -> View:
+        """Back to the draft the current one grew from (nothing is deleted: Redo is →/the
+        tree)."""
+        versions = {v.number: v for v in await self.tree(doc.story_id, request)}
+        here = versions.get(doc.head or 0)
+        if here is None or here.parent is None:
+            return View(status="nothing to undo: this is where the story begins")
+        return await self.checkout(doc, here.parent, request, f"↩ back to draft #{here.parent}")
+
+    async def sibling(self, doc: Doc, step: int, request: gr.Request | None) -> View:
+        """The previous (−1) or next (+1) alternative of the current draft."""
+        versions = await self.tree(doc.story_id, request)
+        here = next((v for v in versions if v.number == doc.head), None)
+        if here is None:
+            return View(status="no alternatives yet: Retry writes some")
+        siblings = [v.number for v in versions if v.parent == here.parent]
+        at = siblings.index(here.number) + step
+        if not 0 <= at < len(siblings):
+            side = "first" if step < 0 else "last"
+            return View(status=f"this is the {side} of {len(siblings)} alternatives")
+        why = f"alternative {at + 1} of {len(siblings)} (draft #{siblings[at]})"
+        return await self.checkout(doc, siblings[at], request, why)
+
+    async def open(self, story_id: int, request: gr.Request | None) -> tuple[StoryRecord, View]:
+        """A library story opened in the editor (a new document key naming it)."""
+        account = await run_in_threadpool(self.account, request)
+        try:
+            record = await run_in_threadpool(self.ctx.library.get, account, int(story_id))
+        except StoryNotFound as exc:
+            raise gr.Error(str(exc)) from None
+        key = new_doc()
+        self.remember(key, record.id)
+        view = await self.saved_view(record, request)
+        text = record.text
+        view = replace(
+            view,
+            text=text,
+            counts=counts(text),
+            saved=f"📖 opened “{esc(record.title)}” (draft #{record.head})",
+            status="",
+            last={},
+            doc=key,
+        )
+        return record, view
+
+    def export(self, doc: Doc, fmt: str) -> str:
+        """The manuscript as a file named after the title (the prompt's first line if none)."""
+        if not doc.text.strip():
+            raise gr.Error("the story is empty: nothing to export")
+        title = (doc.title.strip() or (doc.prompt.strip().splitlines() or ["story"])[0])[:60]
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() or "story"
+        body = f"# {title}\n\n{doc.text}\n" if fmt == ".md" else doc.text + "\n"
+        return str(self.ctx.exports.write(f"{slug}{fmt}", body.encode("utf-8")))
+
+
+def render_tree(versions: list[Any], head: int | None) -> str:
+    """The story's drafts as an indented tree (HTML, every text escaped); the head marked."""
+    if not versions:
+        return "<p class='tree-empty'>No drafts yet.</p>"
+    children: dict[int | None, list[Any]] = {}
+    for version in versions:
+        children.setdefault(version.parent, []).append(version)
+    lines: list[str] = []
+
+    def walk(parent: int | None, depth: int) -> None:
+        for version in children.get(parent, []):
+            words = len(version.text.split())
+            end = " ".join(version.text.split()[-8:])
+            mark = "▶ " if version.number == head else ""
+            css = "draft head" if version.number == head else "draft"
+            lines.append(
+                f"<div class='{css}' style='margin-left:{depth * 1.1:.1f}em'>{mark}"
+                f"#{version.number} · {html.escape(version.kind)} · {words:,} words · "
+                f"<span class='draft-end'>…{html.escape(end)}</span></div>"
+            )
+            walk(version.number, depth + 1)
+
+    walk(None, 0)
+    return f"<div id='drafts-tree'>{''.join(lines)}</div>"
+
+
+def draft_choices(versions: list[Any], head: int | None) -> Any:
+    choices = [
+        (f"#{v.number} · {v.kind} · {len(v.text.split()):,} words", v.number)
+        for v in reversed(versions)
+    ]
+    return gr.Dropdown(choices=choices, value=head if versions else None)
+
+
+#: How the studio's lorebook box reads: one entry per line.
+LORE_HELP = (
+    "One entry per line: keys separated by commas, a colon, then what the model should "
+    "know. A key in slashes is a regular expression; a line starting with # is switched "
+    "off. Example: `Mira, the smuggler: Mira is a one-eyed smuggler who owes the harbour "
+    "master money.`"
+)
+
+
+def parse_lorebook(text: str, budget: int, scan_chars: int | None = None) -> Lorebook:
+    """The lorebook box's lines as a :class:`Lorebook`; a bad line is refused naming it."""
+    entries = []
+    for number, raw in enumerate((text or "").splitlines(), start=1):
+        line = raw.strip()
+        enabled = not line.startswith("#")
+        line = line.lstrip("#").strip()
+        if not line:
+            continue
+        keys_part, colon, body = _split_entry(line)
+        if not colon or not body.strip():
+            raise gr.Error(
+                f"lorebook line {number} has no text after its keys: write "
+                "“keys: what the model should know”"
+            )
+        keys = [k.strip() for k in keys_part.split(",") if k.strip()]
+        regex = any(_is_regex(k) for k in keys)
+        if regex:  # one entry, one kind of key: plain words become whole-word patterns
+            keys = [k[1:-1] if _is_regex(k) else rf"(?<!\w){re.escape(k)}(?!\w)" for k in keys]
+        try:
+            entries.append(
+                LoreEntry(
+                    keys=tuple(keys),
+                    text=body.strip(),
+                    name=keys_part.split(",")[0].strip()[:100],
+                    regex=regex,
+                    enabled=enabled,
+                )
+            )
+        except ValidationError as exc:
+            reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            raise gr.Error(f"lorebook line {number}: {reason}") from None
+    options: dict[str, Any] = {"entries": tuple(entries), "budget": int(budget)}
+    if scan_chars is not None:
+        options["scan_chars"] = scan_chars
+    try:
+        return Lorebook(**options)
+    except ValidationError as exc:
+        reason = "; ".join(str(e["msg"]) for e in exc.errors())
+        raise gr.Error(f"the lorebook cannot be used: {reason}") from None
+
+
+def _is_regex(key: str) -> bool:
+    return len(key) > 2 and key.startswith("/") and key.endswith("/")
+
+
+#: A /regular expression/ key, up to its closing slash (an escaped slash does not close it).
+_REGEX_KEY = re.compile(r"\s*/(?:\\.|[^/\\])+/\s*")
+
+
+def _split_entry(line: str) -> tuple[str, str, str]:
+    """Split at the first colon outside a /regex/ key: (keys, ":", text)."""
+    at = 0
+    while at < len(line):
+        key = _REGEX_KEY.match(line, at)
+        if key is not None and line[key.end() : key.end() + 1] in (",", ":"):
+            at = key.end()
+            continue
+        if line[at] == ":":
+            return line[:at], ":", line[at + 1 :]
+        at += 1
+    return line, "", ""
+
+
+def format_lorebook(lorebook: Lorebook) -> str:
+    """A lorebook as the box shows it (``parse_lorebook`` reads it back)."""
+    lines = []
+    for entry in lorebook.entries:
+        keys = [f"/{k}/" for k in entry.keys] if entry.regex else list(entry.keys)
+        mark = "" if entry.enabled else "# "
+        lines.append(f"{mark}{', '.join(keys)}: {entry.text}")
+    return "\n".join(lines)
+
+
+#: The context viewer's colour for each kind of part.
+PART_COLOURS = {
+    "instructions": "#8a8a8a",
+    "memory": "#2f7ed8",
+    "lore": "#2e9e5b",
+    "story": "#b07d2b",
+    "note": "#c2456b",
+}
+
+
+def render_context(preview: Any) -> str:
+    """The context viewer: a bar of the window's budget, then every part the model reads, in
+    order, coloured by kind with its token count (all text escaped)."""
+    window = max(1, int(preview.window))
+    bar = []
+    for part in preview.parts:
+        width = 100 * part.tokens / window
+        colour = PART_COLOURS.get(part.kind, "#888")
+        bar.append(f"<span class='ctx-bar' style='width:{width:.2f}%;background:{colour}'></span>")
+    free = 100 * max(0, window - preview.total) / window
+    bar.append(f"<span class='ctx-bar' style='width:{free:.2f}%;background:#e5e5e5'></span>")
+    summary = (
+        f"{preview.total:,} of {window:,} tokens · {preview.reserved:,} kept for the next step"
+    )
+    if preview.dropped_chars:
+        summary += f" · the first {preview.dropped_chars:,} characters are outside the window"
+    if preview.skipped_lore:
+        summary += " · over the lore budget: " + ", ".join(
+            html.escape(n) for n in preview.skipped_lore
+        )
+    parts = []
+    for part in preview.parts:
+        colour = PART_COLOURS.get(part.kind, "#888")
+        label = part.kind + (f" · {part.name}" if part.name else "")
+        parts.append(
+            f"<div class='ctx-part ctx-{part.kind}' style='border-left:4px solid {colour};"
+            f"padding-left:6px;margin:4px 0'><div class='ctx-label' style='color:{colour};"
+            f"font-size:0.8rem'>{html.escape(label)} · {part.tokens:,} tokens</div>"
+            f"<div class='ctx-text'>{html.escape(part.text)}</div></div>"
+        )
+    return (
+        f"<div id='context-view'><div style='width:100%;line-height:0'>{''.join(bar)}</div>"
+        f"<p class='ctx-summary'>{summary}</p>{''.join(parts)}</div>"
+    )
