@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from taleforge.generate.lore import Lorebook, LoreEntry
 from taleforge.store import Accounts, Library, LibraryError, StoryNotFound
-from taleforge.store.export import export_story, filename
+from taleforge.store.export import as_of, export_story, filename
 
 
 @pytest.fixture
@@ -48,6 +49,11 @@ def test_no_writer_sees_or_touches_another_writers_story(database, writers):
         lambda: library.versions(bob, story.id),
         lambda: library.restore_version(bob, story.id, 1),
         lambda: library.rate(bob, story.id, 1),
+        lambda: library.checkout(bob, story.id, 1),
+        lambda: library.version(bob, story.id, 1),
+        lambda: library.siblings(bob, story.id, 1),
+        lambda: library.path(bob, story.id, 1),
+        lambda: library.set_lorebook(bob, story.id, Lorebook()),
     ]
     for attempt in attempts:
         with pytest.raises(StoryNotFound, match=f"no story {story.id}"):
@@ -76,7 +82,13 @@ def test_every_edit_is_a_version_and_any_can_be_restored(database, writers):
         (3, "edit", "One, two, three."),
     ]
     restored = library.restore_version(ada, story.id, 1)
-    assert restored.text == "One." and restored.versions == 4
+    assert restored.text == "One." and restored.versions == 4 and restored.head == 4
+    assert [(v.number, v.parent) for v in library.versions(ada, story.id)] == [
+        (1, None),
+        (2, 1),
+        (3, 2),
+        (4, 3),  # a restore grows from what the writer was looking at: nothing is lost
+    ]
     assert library.versions(ada, story.id)[-1].kind == "restore"
     with pytest.raises(StoryNotFound, match="no version 99"):
         library.restore_version(ada, story.id, 99)
@@ -189,3 +201,94 @@ def test_library_stars_feed_the_human_evaluation_summary(database, database_url,
     assert "overall" in out and "library:rater0" in out
     row = next(line for line in out.splitlines() if line.startswith("taleforge-stories"))
     assert "4.00 [" in row and "(3)" in row  # mean of 3, 4, 5 with its interval
+
+
+def test_drafts_branch_and_the_writer_moves_between_them_without_adding_versions(database, writers):
+    ada, _ = writers
+    library = Library(database)
+    story = library.create(ada, text="The door opened.", title="Door")
+    assert (story.head, story.versions) == (1, 1)
+    library.update(ada, story.id, text="The door opened. A wolf came in.", kind="generate")
+    # the writer does not like the wolf: another continuation of version 1
+    other = library.update(
+        ada, story.id, text="The door opened. Nobody was there.", kind="generate", parent=1
+    )
+    assert (other.head, other.text) == (3, "The door opened. Nobody was there.")
+    # a fresh draft from a new prompt, in the same story
+    fresh = library.update(ada, story.id, text="Rain all night.", title="Rain", parent=None)
+    assert (fresh.head, fresh.title) == (4, "Rain")
+    assert [(v.number, v.parent) for v in library.versions(ada, story.id)] == [
+        (1, None),
+        (2, 1),
+        (3, 1),
+        (4, None),
+    ]
+    assert library.siblings(ada, story.id, 2) == [2, 3]
+    assert library.siblings(ada, story.id, 4) == [1, 4]  # the roots
+    assert library.path(ada, story.id, 3) == [1, 3]
+
+    back = library.checkout(ada, story.id, 2)
+    assert (back.head, back.text, back.title) == (2, "The door opened. A wolf came in.", "Door")
+    assert back.versions == 4  # moving between branches creates nothing
+    assert library.get(ada, story.id).text == "The door opened. A wolf came in."
+    # a save grows from the head: version 2's branch goes on
+    more = library.update(ada, story.id, text="The door opened. A wolf came in. It sat.")
+    assert more.head == 5 and library.path(ada, story.id, 5) == [1, 2, 5]
+    assert library.version(ada, story.id, 3).text == "The door opened. Nobody was there."
+
+
+def test_an_unchanged_save_compares_with_the_head_not_the_newest_version(database, writers):
+    ada, _ = writers
+    library = Library(database)
+    story = library.create(ada, text="A.", title="T")
+    library.update(ada, story.id, text="A. B.")
+    library.checkout(ada, story.id, 1)
+    same = library.update(ada, story.id, text="A.", kind="autosave")
+    assert (same.versions, same.head) == (2, 1)  # the head's text again: no new version
+    again = library.update(ada, story.id, text="A. B.")  # the newest's text, but from version 1
+    assert (again.versions, again.head) == (3, 3)
+    assert library.version(ada, story.id, 3).parent == 1
+
+
+def test_a_version_that_does_not_exist_is_refused_and_nothing_changes(database, writers):
+    ada, _ = writers
+    library = Library(database)
+    story = library.create(ada, text="Kept.", title="Kept")
+    with pytest.raises(StoryNotFound, match=f"story {story.id} has no version 7"):
+        library.update(ada, story.id, text="Lost?", parent=7)
+    with pytest.raises(StoryNotFound, match="has no version 7"):
+        library.checkout(ada, story.id, 7)
+    with pytest.raises(StoryNotFound, match="has no version 7"):
+        library.siblings(ada, story.id, 7)
+    after = library.get(ada, story.id)
+    assert (after.text, after.versions, after.head) == ("Kept.", 1, 1)
+
+
+def test_each_story_keeps_its_lorebook_and_a_lorebook_change_is_no_text_version(database, writers):
+    ada, _ = writers
+    library = Library(database)
+    story = library.create(ada, text="Mira met the dragon.", title="Mira")
+    other = library.create(ada, text="Another tale.", title="Other")
+    assert story.lorebook == Lorebook() and story.to_dict()["lorebook"]["entries"] == []
+    lore = Lorebook(
+        entries=(LoreEntry(keys=("Mira",), text="Mira is a cartographer of 30."),),
+        budget=128,
+    )
+    saved = library.set_lorebook(ada, story.id, lore)
+    assert saved.lorebook == lore and saved.versions == 1 and saved.head == 1
+    assert library.get(ada, story.id).lorebook == lore
+    assert library.get(ada, story.id).to_dict()["lorebook"]["entries"][0]["keys"] == ["Mira"]
+    assert library.get(ada, other.id).lorebook == Lorebook()
+    # a new text version keeps the lorebook
+    assert library.update(ada, story.id, text="Mira flew.").lorebook == lore
+
+
+def test_an_export_of_an_earlier_version_has_that_versions_text(database, writers):
+    ada, _ = writers
+    library = Library(database)
+    story = library.create(ada, text="First draft.", title="Draft")
+    story = library.update(ada, story.id, text="Second draft.", title="Final")
+    first = as_of(story, library.version(ada, story.id, 1))
+    assert export_story(first, "txt").decode() == "Draft\n\nFirst draft.\n"
+    assert filename(first, "md") == "draft.md"
+    assert export_story(story, "txt").decode() == "Final\n\nSecond draft.\n"

@@ -1,4 +1,5 @@
-"""Alembic migrations on SQLite and PostgreSQL: from empty, and from the first schema."""
+"""Alembic migrations on SQLite and PostgreSQL: from empty, from the first schema, and the
+version tree's upgrade of a library with history."""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ def test_an_empty_database_migrates_to_the_current_schema(database_url):
     db = Database(database_url)
     assert db.revision() is None
     db.migrate()
-    assert db.revision() == "0003"
+    assert db.revision() == "0004"
     assert {"users", "stories", "story_versions", "ratings", "api_tokens"} <= db.tables()
     assert _schema_differences(db) == []
     db.migrate()  # every start migrates: a second time changes nothing
-    assert db.revision() == "0003"
+    assert db.revision() == "0004"
     db.dispose()
 
 
@@ -62,7 +63,7 @@ def test_stories_written_under_the_first_schema_survive_the_upgrade(database_url
             {"t": moment},
         )
     db.migrate()
-    assert db.revision() == "0003"
+    assert db.revision() == "0004"
     assert _schema_differences(db) == []
     ada = Accounts(db).get(1)
     assert ada is not None
@@ -83,7 +84,7 @@ def test_downgrade_to_the_first_schema_and_back(database_url):
     db.downgrade("0001")
     assert db.revision() == "0001" and "ratings" not in db.tables()
     db.migrate()
-    assert db.revision() == "0003" and _schema_differences(db) == []
+    assert db.revision() == "0004" and _schema_differences(db) == []
     db.dispose()
 
 
@@ -95,7 +96,7 @@ def test_accounts_and_tokens_survive_the_sessions_upgrade(database_url):
     token = accounts.create_token(ada, "script")
     assert "login_sessions" not in db.tables()
     db.migrate()
-    assert db.revision() == "0003" and _schema_differences(db) == []
+    assert db.revision() == "0004" and _schema_differences(db) == []
     assert accounts.authenticate("ada", "correct horse battery") == ada
     assert accounts.verify_token(token) == ada
     session_id = accounts.start_session(ada)
@@ -128,6 +129,84 @@ def test_the_db_command_shows_and_upgrades_the_schema(database_url, capsys):
     assert "revision 0001" in capsys.readouterr().out
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
-    assert "revision 0003" in out and "taleforge:taleforge@" not in out  # password hidden
+    assert "revision 0004" in out and "taleforge:taleforge@" not in out  # password hidden
     assert main(["db", "downgrade", "--database-url", database_url]) == 2
     assert "which revision" in capsys.readouterr().err
+
+
+def test_a_library_with_history_becomes_a_chain_of_versions_with_nothing_lost(database_url):
+    db = Database(database_url)
+    db.migrate("0003")
+    moment = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
+    drafts = {  # story id: its versions' texts, oldest first (as 0003 kept them)
+        7: ["Once.", "Once upon.", "Once upon a time."],
+        8: ["Lonely draft."],
+        9: ["A.", "A. B.", "A. B. C.", "A."],
+    }
+    with db.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (id, username, password_hash, created_at, "
+                "password_changed_at) VALUES (1, 'ada', NULL, :t, :t)"
+            ),
+            {"t": moment},
+        )
+        for story_id, texts in drafts.items():
+            connection.execute(
+                text(
+                    "INSERT INTO stories (id, user_id, title, prompt, genre, mode, model, "
+                    "parameters, seed, text, created_at, updated_at, deleted_at) VALUES (:id, 1, "
+                    ":title, '', NULL, 'story', 'gpt2', '{}', NULL, :text, :t, :t, NULL)"
+                ),
+                {"id": story_id, "title": f"Tale {story_id}", "text": texts[-1], "t": moment},
+            )
+            for number, version_text in enumerate(texts, start=1):
+                connection.execute(
+                    text(
+                        "INSERT INTO story_versions (story_id, number, kind, title, text, "
+                        "created_at) VALUES (:id, :n, 'save', :title, :text, :t)"
+                    ),
+                    {
+                        "id": story_id,
+                        "n": number,
+                        "title": f"Tale {story_id}",
+                        "text": version_text,
+                        "t": moment,
+                    },
+                )
+        connection.execute(
+            text(
+                "INSERT INTO ratings (story_id, user_id, score, comment, created_at) "
+                "VALUES (7, 1, 4, 'lovely', :t)"
+            ),
+            {"t": moment},
+        )
+    db.migrate()
+    assert db.revision() == "0004" and _schema_differences(db) == []
+    ada = Accounts(db).get(1)
+    assert ada is not None
+    library = Library(db)
+    for story_id, texts in drafts.items():
+        story = library.get(ada, story_id)
+        assert (story.title, story.text) == (f"Tale {story_id}", texts[-1])
+        assert (story.versions, story.head) == (len(texts), len(texts))
+        assert story.lorebook.entries == ()
+        versions = library.versions(ada, story_id)
+        assert [v.text for v in versions] == texts
+        # the old linear history is one chain, root first
+        assert [v.parent for v in versions] == [None, *range(1, len(texts))]
+        assert library.path(ada, story_id, len(texts)) == list(range(1, len(texts) + 1))
+    assert library.get(ada, 7).rating == 4
+    assert library.ratings(ada)[0]["comment"] == "lovely"
+    # saving goes on from the head, as before the upgrade
+    assert library.update(ada, 7, text="Once upon a time, again.").head == 4
+    assert library.version(ada, 7, 4).parent == 3
+
+    db.downgrade("0003")  # in place: no story loses a version or a rating
+    with db.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM story_versions")).scalar() == 9
+        assert connection.execute(text("SELECT count(*) FROM ratings")).scalar() == 1
+    db.migrate()
+    assert [v.parent for v in library.versions(ada, 9)] == [None, 1, 2, 3]
+    assert _schema_differences(db) == []
+    db.dispose()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 import unicodedata
 import uuid
 
-from taleforge.store.library import StoryRecord
+from taleforge.store.library import StoryRecord, VersionRecord
 
 #: What XML 1.0 cannot contain (EPUB chapters are XHTML).
 _XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -17,6 +18,11 @@ FORMATS = {
     "md": "text/markdown; charset=utf-8",
     "epub": "application/epub+zip",
 }
+
+
+def as_of(story: StoryRecord, version: VersionRecord) -> StoryRecord:
+    """The story as it was at ``version`` (its title and text), to export that draft."""
+    return dataclasses.replace(story, title=version.title, text=version.text, head=version.number)
 
 
 def filename(story: StoryRecord, fmt: str) -> str:

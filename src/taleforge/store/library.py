@@ -1,5 +1,10 @@
 """The story library: each writer's stories, every version of them, deletion with undo.
 
+A story's versions form a tree: every save grows a new version from the one the writer is
+looking at (the head), from an earlier one (a branch), or from nothing (a fresh draft). The
+writer can move the head to any version without adding one, so trying an alternative costs
+nothing and loses nothing.
+
 Every method takes the account it acts for and only ever sees that account's stories: a
 story of another writer is "not found", exactly like one that does not exist, so ids cannot
 be probed.
@@ -9,12 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, Final, Literal
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from taleforge.errors import TaleforgeError
+from taleforge.generate.lore import Lorebook
 from taleforge.store.accounts import Account
 from taleforge.store.db import Database
 from taleforge.store.models import Rating, Story, StoryVersion, User, now
@@ -23,6 +30,14 @@ MAX_TITLE = 200
 #: How long a deleted story can be restored.
 UNDO_SECONDS = 600
 VERSION_KINDS = ("save", "autosave", "generate", "edit", "restore", "rename")
+
+
+class _Head(Enum):
+    HEAD = "head"
+
+
+#: ``parent`` of :meth:`Library.update`: grow the new version from the current head.
+HEAD: Final = _Head.HEAD
 
 
 class StoryNotFound(TaleforgeError, LookupError):
@@ -51,23 +66,45 @@ class StoryRecord:
     versions: int = 0
     rating: int | None = None
     deleted_at: datetime | None = None
+    #: The number of the version shown (``text`` and ``title`` are its).
+    head: int | None = None
+    lorebook: Lorebook = field(default_factory=Lorebook)
 
     def to_dict(self) -> dict[str, Any]:
         data = self.__dict__.copy()
         for key in ("created_at", "updated_at", "deleted_at"):
             value = data[key]
             data[key] = value.isoformat() if value is not None else None
+        data["lorebook"] = self.lorebook.model_dump(mode="json")
         return data
 
 
 @dataclass(frozen=True)
 class VersionRecord:
+    """One version; ``parent`` is the number of the version it grew from (None: a root)."""
+
     number: int
     kind: str
     title: str
     text: str
     created_at: datetime
     words: int = field(default=0)
+    parent: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "created_at": self.created_at.isoformat()}
+
+
+def _version_record(version: StoryVersion) -> VersionRecord:
+    return VersionRecord(
+        number=version.number,
+        kind=version.kind,
+        title=version.title,
+        text=version.text,
+        created_at=_aware(version.created_at),
+        words=len(version.text.split()),
+        parent=version.parent,
+    )
 
 
 def title_of(title: str | None, prompt: str = "", text: str = "") -> str:
@@ -136,6 +173,8 @@ class Library:
             versions=versions or 0,
             rating=rating,
             deleted_at=_aware(story.deleted_at) if story.deleted_at else None,
+            head=story.head,
+            lorebook=Lorebook.model_validate(story.lorebook or {}),
         )
 
     def get(self, account: Account, story_id: int) -> StoryRecord:
@@ -168,30 +207,84 @@ class Library:
             return [self._record(session, s, account) for s in session.scalars(statement)]
 
     def versions(self, account: Account, story_id: int) -> list[VersionRecord]:
+        """Every version of the story, by number, each with the parent it grew from."""
         with self.db.session() as session:
             story = self._own(session, account, story_id)
-            return [
-                VersionRecord(
-                    v.number, v.kind, v.title, v.text, _aware(v.created_at), len(v.text.split())
-                )
-                for v in story.versions
-            ]
+            return [_version_record(v) for v in story.versions]
+
+    def version(self, account: Account, story_id: int, number: int) -> VersionRecord:
+        """One version of the story (for a story's text at that point, e.g. to export it)."""
+        with self.db.session() as session:
+            story = self._own(session, account, story_id)
+            return _version_record(self._version(session, story, number))
+
+    def siblings(self, account: Account, story_id: int, number: int) -> list[int]:
+        """The numbers of the versions that grew from the same parent as ``number`` (itself
+        included, in order): the alternatives a writer can flip between."""
+        with self.db.session() as session:
+            links = self._links(session, self._own(session, account, story_id), number)
+        return [n for n, parent in links.items() if parent == links[number]]
+
+    def path(self, account: Account, story_id: int, number: int) -> list[int]:
+        """The numbers from the root of ``number``'s branch to ``number`` itself."""
+        with self.db.session() as session:
+            links = self._links(session, self._own(session, account, story_id), number)
+        path: list[int] = []
+        step: int | None = number
+        while step is not None and step not in path:  # a parent is always an earlier number
+            path.append(step)
+            step = links.get(step)
+        return path[::-1]
+
+    def _version(self, session: Session, story: Story, number: int) -> StoryVersion:
+        version = session.scalar(
+            select(StoryVersion).where(
+                StoryVersion.story_id == story.id, StoryVersion.number == number
+            )
+        )
+        if version is None:
+            raise StoryNotFound(f"story {story.id} has no version {number}")
+        return version
+
+    def _links(self, session: Session, story: Story, number: int) -> dict[int, int | None]:
+        """Each version's number with its parent's (texts are not read: they can be long)."""
+        rows = session.execute(
+            select(StoryVersion.number, StoryVersion.parent)
+            .where(StoryVersion.story_id == story.id)
+            .order_by(StoryVersion.number)
+        )
+        links = {version: parent for version, parent in rows}
+        if number not in links:
+            raise StoryNotFound(f"story {story.id} has no version {number}")
+        return links
 
     # -- writing ----------------------------------------------------------------------------
 
-    def _add_version(self, session: Session, story: Story, kind: str) -> None:
+    def _add_version(
+        self, session: Session, story: Story, kind: str, parent: int | Literal[_Head.HEAD] | None
+    ) -> None:
+        """Make the story's text and title a version grown from ``parent`` and the head.
+
+        A version the same as its parent is not added: the head moves to the parent.
+        """
+        if parent is HEAD:
+            parent = story.head
+        base = self._version(session, story, parent) if parent is not None else None
+        if base is not None and base.text == story.text and base.title == story.title:
+            story.head = base.number  # nothing changed: no new version
+            return
         last = session.scalar(
-            select(StoryVersion)
-            .where(StoryVersion.story_id == story.id)
-            .order_by(StoryVersion.number.desc())
-            .limit(1)
+            select(func.max(StoryVersion.number)).where(StoryVersion.story_id == story.id)
         )
-        if last is not None and last.text == story.text and last.title == story.title:
-            return  # nothing changed: no new version
-        number = (last.number if last is not None else 0) + 1
+        story.head = (last or 0) + 1
         session.add(
             StoryVersion(
-                story_id=story.id, number=number, kind=kind, title=story.title, text=story.text
+                story_id=story.id,
+                number=story.head,
+                parent=parent,
+                kind=kind,
+                title=story.title,
+                text=story.text,
             )
         )
 
@@ -224,7 +317,7 @@ class Library:
             )
             session.add(story)
             session.flush()
-            self._add_version(session, story, kind)
+            self._add_version(session, story, kind, parent=None)
             session.flush()
             return self._record(session, story, account)
 
@@ -236,9 +329,25 @@ class Library:
         text: str | None = None,
         title: str | None = None,
         kind: str = "save",
+        parent: int | Literal[_Head.HEAD] | None = HEAD,
         **fields: Any,
     ) -> StoryRecord:
-        """Change a story's text and/or title (and generation fields); adds a version."""
+        """Change a story's text and/or title (and generation fields); adds a version.
+
+        Args:
+            text, title: The new ones (None: the head's, unchanged).
+            kind: What made the change (one of :data:`VERSION_KINDS`).
+            parent: The version the new one grows from: :data:`HEAD` (the default: linear
+                history), another version's number (a branch), or None (a fresh root draft).
+            fields: Generation fields (prompt, genre, mode, model, parameters, seed).
+
+        The new version becomes the head. One that is the same as its parent is not added
+        (the head moves to the parent).
+
+        Raises:
+            StoryNotFound: No such story, or no version ``parent`` in it.
+            LibraryError: An unknown kind or field, or a bad title.
+        """
         if kind not in VERSION_KINDS:
             raise LibraryError(f"unknown version kind {kind!r}: use one of {VERSION_KINDS}")
         unknown = set(fields) - {"prompt", "genre", "mode", "model", "parameters", "seed"}
@@ -254,7 +363,27 @@ class Library:
                 if value is not None:
                     setattr(story, key, value)
             story.updated_at = now()
-            self._add_version(session, story, kind)
+            self._add_version(session, story, kind, parent)
+            session.flush()
+            return self._record(session, story, account)
+
+    def checkout(self, account: Account, story_id: int, number: int) -> StoryRecord:
+        """Show version ``number``: it becomes the head (text and title follow); no version is
+        added, so moving between branches creates nothing."""
+        with self.db.session() as session:
+            story = self._own(session, account, story_id)
+            version = self._version(session, story, number)
+            story.text, story.title, story.head = version.text, version.title, version.number
+            story.updated_at = now()
+            session.flush()
+            return self._record(session, story, account)
+
+    def set_lorebook(self, account: Account, story_id: int, lorebook: Lorebook) -> StoryRecord:
+        """Replace the story's lorebook (not a text version: the manuscript is unchanged)."""
+        with self.db.session() as session:
+            story = self._own(session, account, story_id)
+            story.lorebook = lorebook.model_dump(mode="json")
+            story.updated_at = now()
             session.flush()
             return self._record(session, story, account)
 
@@ -262,19 +391,14 @@ class Library:
         return self.update(account, story_id, title=title, kind="rename")
 
     def restore_version(self, account: Account, story_id: int, number: int) -> StoryRecord:
-        """Make an earlier version the current text (itself a new version: nothing is lost)."""
+        """Make an earlier version the current text: a new version grown from the head (the
+        head's text stays a version: nothing is lost)."""
         with self.db.session() as session:
             story = self._own(session, account, story_id)
-            version = session.scalar(
-                select(StoryVersion).where(
-                    StoryVersion.story_id == story.id, StoryVersion.number == number
-                )
-            )
-            if version is None:
-                raise StoryNotFound(f"story {story_id} has no version {number}")
+            version = self._version(session, story, number)
             story.text, story.title = version.text, version.title
             story.updated_at = now()
-            self._add_version(session, story, "restore")
+            self._add_version(session, story, "restore", HEAD)
             session.flush()
             return self._record(session, story, account)
 

@@ -103,6 +103,12 @@ class Story(Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     seed: Mapped[int | None] = mapped_column(BigInteger)
     text: Mapped[str] = mapped_column(Text, default="")
+    #: The version the writer is looking at (``text`` and ``title`` are its); NULL before the
+    #: first version.
+    head: Mapped[int | None] = mapped_column(Integer)
+    #: The story's lorebook as JSON (taleforge.generate.lore.Lorebook); ``{}`` is the empty
+    #: one, its absent fields read as Lorebook's own defaults.
+    lorebook: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=now)
     updated_at: Mapped[datetime] = mapped_column(default=now)
     #: Set when deleted; the story can be restored until the undo window has passed.
@@ -115,7 +121,11 @@ class Story(Base):
 
 
 class StoryVersion(Base):
-    """One state of a story: every save, autosave, generation step, edit and restore."""
+    """One state of a story: every save, autosave, generation step, edit and restore.
+
+    The versions of a story form a tree: each grew from its ``parent`` (another version's
+    ``number`` in the same story; NULL for a root, the first draft or a fresh start).
+    """
 
     __tablename__ = "story_versions"
     __table_args__ = (UniqueConstraint("story_id", "number"),)
@@ -123,6 +133,7 @@ class StoryVersion(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
+    parent: Mapped[int | None] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     title: Mapped[str] = mapped_column(String(200))
     text: Mapped[str] = mapped_column(Text)
