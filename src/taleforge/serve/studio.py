@@ -40,6 +40,7 @@ from taleforge.serve.registry import ModelRegistry
 from taleforge.serve.sanitize import check_length, clean_request, clean_text
 from taleforge.serve.streaming import chunks, generation
 from taleforge.store import Account, StoryNotFound, StoryRecord
+from taleforge.store.library import HEAD
 
 #: The presets the studio offers beside the server's own ``[sampling]`` ("default"): their
 #: ``[sampling]`` tables in ``configs/``, the same files ``--config NAME`` reads.
@@ -232,7 +233,7 @@ class Studio:
         kind: str,
         request: gr.Request | None,
         *,
-        parent: Any = KEEP,
+        parent: Any = HEAD,
     ) -> StoryRecord | None:
         """Save ``text`` as a new version of the document's story (made on its first save).
 
@@ -260,7 +261,6 @@ class Studio:
             record: StoryRecord | None = None
             try:
                 if story_id:
-                    extra = {} if parent is KEEP else {"parent": parent}
                     try:
                         record = await run_in_threadpool(
                             lambda: library.update(
@@ -269,7 +269,7 @@ class Studio:
                                 text=text,
                                 title=title or None,
                                 kind=kind,
-                                **extra,
+                                parent=parent,
                                 **fields_,
                             )
                         )

@@ -289,9 +289,11 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             alternatives,
         ]
 
-        def read(values: list[Any]) -> tuple[Doc, Knobs]:
-            d = values[: len(doc_parts)]
-            k = values[len(doc_parts) : len(doc_parts) + len(knob_parts)]
+        def read(data: dict[Any, Any]) -> tuple[Doc, Knobs]:
+            """The document and the knobs from a handler's inputs (given as a set: Gradio
+            hands them over as one dict by component)."""
+            d = [data.get(part) for part in doc_parts]
+            k = [data[part] for part in knob_parts if part in data]
             document = Doc(
                 key=str(d[0] or ""),
                 story_id=int(d[1]) if d[1] not in (None, "") and int(d[1]) > 0 else None,
@@ -305,7 +307,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                 memory=d[9] or "",
                 note=d[10] or "",
             )
-            knobs = Knobs(*k) if k else Knobs()
+            knobs = Knobs(*k) if len(k) == len(knob_parts) else Knobs()
             return document, knobs
 
         def show(view: View) -> list[Any]:
@@ -316,9 +318,9 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             return values
 
         def streamed(action: str) -> Any:
-            async def handler(*values: Any, request: gr.Request) -> Any:
-                *page, previous = values
-                document, knobs = read(list(page))
+            async def handler(data: dict[Any, Any], request: gr.Request) -> Any:
+                document, knobs = read(data)
+                previous = data.get(last)
                 try:
                     if action == "write":
                         views = studio.write(document, knobs, request)
@@ -334,14 +336,14 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             return handler
 
         def stepped(action: str, amount: int = 0) -> Any:
-            async def handler(*values: Any, request: gr.Request) -> Any:
-                document, _ = read(list(values))
+            async def handler(data: dict[Any, Any], request: gr.Request) -> Any:
+                document, _ = read(data)
                 if not document.story_id:
                     return show(View(status="nothing saved yet: Write or Continue first"))
                 if action == "undo":
                     return show(await studio.undo(document, request))
                 if action == "pick":
-                    number = values[-1]
+                    number = data.get(drafts)
                     if number in (None, ""):
                         raise gr.Error("pick a draft first")
                     return show(
@@ -359,7 +361,8 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             [temperature, top_k, top_p, rep],
             concurrency_limit=None,
         )
-        generate_inputs = [*doc_parts, *knob_parts, last]
+        page: set[Any] = {*doc_parts}
+        generate_inputs: set[Any] = {*doc_parts, *knob_parts, last}
         write_btn.click(streamed("write"), generate_inputs, outputs, concurrency_limit=None)
         continue_btn.click(streamed("continue"), generate_inputs, outputs, concurrency_limit=None)
         retry_btn.click(streamed("retry"), generate_inputs, outputs, concurrency_limit=None)
@@ -370,10 +373,10 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         # Never queued behind another event; it only asks the generation to stop: the
         # generating handler saves what it wrote and says "paused" itself.
         pause_btn.click(on_pause, None, [status], concurrency_limit=None)
-        undo_btn.click(stepped("undo"), doc_parts, outputs, concurrency_limit=None)
-        prev_btn.click(stepped("sibling", -1), doc_parts, outputs, concurrency_limit=None)
-        next_btn.click(stepped("sibling", 1), doc_parts, outputs, concurrency_limit=None)
-        draft_btn.click(stepped("pick"), [*doc_parts, drafts], outputs, concurrency_limit=None)
+        undo_btn.click(stepped("undo"), page, outputs, concurrency_limit=None)
+        prev_btn.click(stepped("sibling", -1), page, outputs, concurrency_limit=None)
+        next_btn.click(stepped("sibling", 1), page, outputs, concurrency_limit=None)
+        draft_btn.click(stepped("pick"), {*page, drafts}, outputs, concurrency_limit=None)
         story.input(
             lambda text, model_id: counts(text, registry.tokenizer(model_id)),
             [story, model],
@@ -381,8 +384,8 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             trigger_mode="always_last",
         )
 
-        async def on_save(kind: str, *values: Any, request: gr.Request) -> Any:
-            document, _ = read(list(values))
+        async def on_save(kind: str, data: dict[Any, Any], request: gr.Request) -> Any:
+            document, _ = read(data)
             if not document.text.strip():
                 if kind == "save":
                     raise gr.Error("the story is empty: write something before saving")
@@ -392,14 +395,14 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                 return show(View())
             return show(await studio.saved_view(record, request))
 
-        async def save_now(*values: Any, request: gr.Request) -> Any:
-            return await on_save("save", *values, request=request)
+        async def save_now(data: dict[Any, Any], request: gr.Request) -> Any:
+            return await on_save("save", data, request)
 
-        async def save_edit(*values: Any, request: gr.Request) -> Any:
-            return await on_save("edit", *values, request=request)
+        async def save_edit(data: dict[Any, Any], request: gr.Request) -> Any:
+            return await on_save("edit", data, request)
 
-        save_btn.click(save_now, doc_parts, outputs)
-        story.blur(save_edit, doc_parts, outputs)
+        save_btn.click(save_now, page, outputs)
+        story.blur(save_edit, page, outputs)
         # Cleared in the browser at once: a prompt typed right after the click is never
         # undone by a late answer from the server; a new document key means the next save
         # makes a new story.
@@ -413,12 +416,11 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         focus_btn.click(None, js="() => { document.body.classList.toggle('focus-mode') }")
         dark_btn.click(None, js="() => { document.body.classList.toggle('dark') }")
 
-        def on_export(*values: Any) -> str:
-            *page, fmt = values
-            document, _ = read(list(page))
-            return studio.export(document, fmt)
+        def on_export(data: dict[Any, Any]) -> str:
+            document, _ = read(data)
+            return studio.export(document, data[export_format])
 
-        export_btn.click(on_export, [*doc_parts, export_format], [export_file])
+        export_btn.click(on_export, {*page, export_format}, [export_file])
 
         # -- chat ----------------------------------------------------------------------
         async def on_send(
@@ -459,11 +461,12 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         message.submit(on_send, *chat_io, concurrency_limit=None)
         clear_btn.click(lambda: [], None, [chatbot], cancels=[send_event])
 
-        async def on_insert(chat: list[dict[str, Any]], *values: Any, request: gr.Request) -> Any:
+        async def on_insert(data: dict[Any, Any], request: gr.Request) -> Any:
+            chat = data[chatbot]
             replies = [_plain(m["content"]) for m in chat if m["role"] == "assistant"]
             if not replies or not replies[-1].strip():
                 raise gr.Error("there is no reply to insert yet: Send a message first")
-            document, _ = read(list(values))
+            document, _ = read(data)
             joiner = "\n\n" if document.text.strip() else ""
             text = document.text.rstrip() + joiner + replies[-1].strip()
             document = Doc(**{**document.__dict__, "text": text})
@@ -474,7 +477,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                 view = View(**{**view.__dict__, **saved.changed()})
             return [*show(view), gr.Tabs(selected="write")]
 
-        insert_btn.click(on_insert, [chatbot, *doc_parts], [*outputs, tabs])
+        insert_btn.click(on_insert, {chatbot, *page}, [*outputs, tabs])
 
         async def on_load(remembered: Any, request: gr.Request) -> Any:
             account = studio.account(request)
