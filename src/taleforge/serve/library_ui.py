@@ -68,10 +68,10 @@ class StudioLibrary:
             self._accounts[name] = account
         return self._accounts[name]
 
-    def _text(self, value: str, field: str, limit: int) -> str:
+    def _text(self, value: str, field: str, limit: int, setting: str = "max_prompt_chars") -> str:
         value = clean_text(value or "")
         try:
-            check_length(value, limit, field)
+            check_length(value, limit, field, setting)
         except TaleforgeError as exc:
             raise gr.Error(str(exc)) from None
         return value
@@ -91,14 +91,14 @@ class StudioLibrary:
         request: gr.Request,
     ) -> tuple[int | None, str, str]:
         """Create or update the open story; returns (story id, title, status line)."""
-        limit = self.ctx.config.serve.max_prompt_chars
-        text = self._text(text, "story", limit * 5)
+        serve = self.ctx.config.serve
+        text = self._text(text, "story", serve.max_story_chars, "max_story_chars")
         if not text.strip():
             if kind == "save":
                 raise gr.Error("the story is empty: write something before saving")
             return story_id, title, gr.skip()
         title = self._text(title, "title", 200).strip()
-        prompt = self._text(prompt, "prompt", limit)
+        prompt = self._text(prompt, "prompt", serve.max_prompt_chars)
         account = await run_in_threadpool(self.account, request)
         fields: dict[str, Any] = {
             "prompt": prompt,
