@@ -316,7 +316,7 @@ class StudioLibrary:
                 raise gr.Error(str(exc)) from None
             return (
                 f"⏪ restored version {int(number)} of “{esc(record.title)}” "
-                f"(now version {record.versions})"
+                f"(now version {record.head})"
             )
 
         search_inputs = [query, genre]
