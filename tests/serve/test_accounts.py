@@ -157,6 +157,11 @@ def test_no_writer_reaches_another_writers_story_through_any_api_route(server, w
         ("POST", f"/api/stories/{sid}/rating", {"score": 1}),
         ("GET", f"/api/stories/{sid}/export?format=txt", None),
         ("GET", f"/api/stories/{sid}/export?format=epub", None),
+        ("GET", f"/api/stories/{sid}/export?version=1", None),
+        ("POST", f"/api/stories/{sid}/versions/1/checkout", None),
+        ("PATCH", f"/api/stories/{sid}", {"text": "a branch", "parent": 1}),
+        ("GET", f"/api/stories/{sid}/lorebook", None),
+        ("PUT", f"/api/stories/{sid}/lorebook", {"entries": []}),
     ]
     missing = bob.api("GET", "/api/stories/987654321").json()["error"]["message"]
     for method, path, body in routes:

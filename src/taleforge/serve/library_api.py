@@ -11,19 +11,22 @@ import math
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from taleforge.config import SamplingParams, optional_fields
+from taleforge.generate.lore import Lorebook
 from taleforge.serve.api import APIError
+from taleforge.serve.api_errors import invalid_body
 from taleforge.serve.auth import account_of, check_api_csrf, csrf_token
 from taleforge.serve.context import AppContext
 from taleforge.serve.sanitize import CleanText, TextTooLong, check_length, clean_text
 from taleforge.store import LibraryError, StoryNotFound
-from taleforge.store.export import FORMATS, export_story, filename
-from taleforge.store.library import MAX_TITLE
+from taleforge.store.export import FORMATS, as_of, export_story, filename
+from taleforge.store.library import HEAD, MAX_TITLE
 
 ID = 2**62  # larger ids cannot exist; answered as "not found", never as a server error
 
@@ -74,6 +77,12 @@ class StoryPatch(BaseModel):
     text: CleanText | None = None
     title: CleanText | None = Field(None, max_length=MAX_TITLE)
     kind: Literal["save", "autosave", "edit"] = "save"
+    parent: int | None = Field(
+        None,
+        ge=1,
+        description="The version the new one grows from (left out: the head, the version "
+        "shown; null: a new root, a fresh draft).",
+    )
 
 
 class RatingIn(BaseModel):
@@ -104,9 +113,9 @@ def build_library_router(ctx: AppContext) -> APIRouter:
     def text_field(value: str, name: str) -> str:
         """Cleaned (one line-break style, no controls, NFC) and within the story limit."""
         value = clean_text(value)
-        limit = limits.max_prompt_chars * 5 if name == "text" else limits.max_prompt_chars
+        setting = "max_story_chars" if name == "text" else "max_prompt_chars"
         try:
-            check_length(value, limit, name)
+            check_length(value, getattr(limits, setting), name, setting)
         except TextTooLong as exc:  # no app-wide handler maps it: it was a bare 500
             raise APIError(exc.status, str(exc), "invalid_request_error", exc.field) from None
         return value
@@ -131,6 +140,11 @@ def build_library_router(ctx: AppContext) -> APIRouter:
         if not 0 < value < ID:
             raise APIError(404, f"no story {value} in your library", "not_found", "id")
         return value
+
+    def version_number(id: int, number: int, field: str = "number") -> int:
+        if not 0 < number < ID:
+            raise APIError(404, f"story {id} has no version {number}", "not_found", field)
+        return number
 
     @router.get("/me", tags=["library"])
     async def me(request: Request) -> dict[str, Any]:
@@ -179,6 +193,9 @@ def build_library_router(ctx: AppContext) -> APIRouter:
         """Change the text and/or the title; the earlier state stays as a version."""
         text = text_field(body.text, "text") if body.text is not None else None
         title = text_field(body.title, "title") if body.title is not None else None
+        parent: Any = HEAD
+        if "parent" in body.model_fields_set:
+            parent = None if body.parent is None else version_number(id, body.parent, "parent")
         story = await call(
             library.update,
             account_of(request),
@@ -186,6 +203,7 @@ def build_library_router(ctx: AppContext) -> APIRouter:
             text=text,
             title=title,
             kind=body.kind,
+            parent=parent,
         )
         return dict(story.to_dict())
 
@@ -202,28 +220,40 @@ def build_library_router(ctx: AppContext) -> APIRouter:
 
     @router.get("/stories/{id}/versions", tags=["library"])
     async def story_versions(request: Request, id: int) -> dict[str, Any]:
-        versions = await call(library.versions, account_of(request), story_id(id))
-        return {
-            "versions": [
-                {
-                    "number": v.number,
-                    "kind": v.kind,
-                    "title": v.title,
-                    "text": v.text,
-                    "words": v.words,
-                    "created_at": v.created_at.isoformat(),
-                }
-                for v in versions
-            ]
-        }
+        """Every version, each with the ``parent`` it grew from, and the ``head`` shown."""
+        account = account_of(request)
+        versions = await call(library.versions, account, story_id(id))
+        story = await call(library.get, account, id)
+        return {"head": story.head, "versions": [v.to_dict() for v in versions]}
 
     @router.post("/stories/{id}/versions/{number}/restore", tags=["library"])
     async def restore_version(request: Request, id: int, number: int) -> dict[str, Any]:
         """Make an earlier version current (the present text stays as a version too)."""
-        if not 0 < number < ID:
-            raise APIError(404, f"story {id} has no version {number}", "not_found", "number")
+        number = version_number(id, number)
         story = await call(library.restore_version, account_of(request), story_id(id), number)
         return dict(story.to_dict())
+
+    @router.post("/stories/{id}/versions/{number}/checkout", tags=["library"])
+    async def checkout_version(request: Request, id: int, number: int) -> dict[str, Any]:
+        """Show another version (another branch): it becomes the head, nothing is added."""
+        number = version_number(id, number)
+        story = await call(library.checkout, account_of(request), story_id(id), number)
+        return dict(story.to_dict())
+
+    @router.get("/stories/{id}/lorebook", tags=["library"])
+    async def get_lorebook(request: Request, id: int) -> dict[str, Any]:
+        story = await call(library.get, account_of(request), story_id(id))
+        return story.lorebook.model_dump(mode="json")
+
+    @router.put("/stories/{id}/lorebook", tags=["library"])
+    async def put_lorebook(request: Request, id: int, body: Lorebook) -> dict[str, Any]:
+        """Replace the story's lorebook (not a version of the text)."""
+        try:  # its texts cleaned like every stored text, then checked again
+            lorebook = Lorebook.model_validate(_cleaned(body.model_dump()))
+        except ValidationError as exc:
+            raise invalid_body(RequestValidationError(exc.errors()), Lorebook) from None
+        story = await call(library.set_lorebook, account_of(request), story_id(id), lorebook)
+        return story.lorebook.model_dump(mode="json")
 
     @router.post("/stories/{id}/rating", tags=["library"])
     async def rate_story(request: Request, id: int, body: RatingIn) -> dict[str, Any]:
@@ -234,10 +264,17 @@ def build_library_router(ctx: AppContext) -> APIRouter:
 
     @router.get("/stories/{id}/export", tags=["library"])
     async def export(
-        request: Request, id: int, format: Literal["txt", "md", "epub"] = "txt"
+        request: Request,
+        id: int,
+        format: Literal["txt", "md", "epub"] = "txt",
+        version: int | None = Query(None, description="That version's draft (default: head)."),
     ) -> Response:
         """The story as a .txt, .md or .epub file."""
-        story = await call(library.get, account_of(request), story_id(id))
+        account = account_of(request)
+        story = await call(library.get, account, story_id(id))
+        if version is not None:
+            draft = await call(library.version, account, id, version_number(id, version, "version"))
+            story = as_of(story, draft)
         data = await run_in_threadpool(export_story, story, format)
         name = filename(story, format)
         return Response(
@@ -274,8 +311,20 @@ def build_library_router(ctx: AppContext) -> APIRouter:
     return router
 
 
+def _cleaned(value: Any) -> Any:
+    """``value`` (parsed JSON) with every string passed through :func:`clean_text`."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {key: _cleaned(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cleaned(item) for item in value]
+    return value
+
+
 def _summary(story: Any) -> dict[str, Any]:
     data = story.to_dict()
+    del data["lorebook"]  # up to a few hundred KB a story: GET /api/stories/{id}/lorebook
     text = data.pop("text")
     data["words"] = len(text.split())
     data["excerpt"] = text[:200]

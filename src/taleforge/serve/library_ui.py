@@ -63,10 +63,10 @@ class StudioLibrary:
             self._accounts[name] = account
         return self._accounts[name]
 
-    def _text(self, value: str, field: str, limit: int) -> str:
+    def _text(self, value: str, field: str, limit: int, setting: str = "max_prompt_chars") -> str:
         value = clean_text(value or "")
         try:
-            check_length(value, limit, field)
+            check_length(value, limit, field, setting)
         except TaleforgeError as exc:
             raise gr.Error(str(exc)) from None
         return value
@@ -233,7 +233,7 @@ class StudioLibrary:
                 raise gr.Error(str(exc)) from None
             return (
                 f"⏪ restored version {int(number)} of “{esc(record.title)}” "
-                f"(now version {record.versions})"
+                f"(now version {record.head})"
             )
 
         search_inputs = [query, genre]

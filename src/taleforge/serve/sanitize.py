@@ -51,16 +51,20 @@ def clean_text(text: str) -> str:
 CleanText = Annotated[str, AfterValidator(clean_text)]
 
 
-def check_length(text: str | int, limit: int, field: str) -> None:
+def check_length(
+    text: str | int, limit: int, field: str, setting: str = "max_prompt_chars"
+) -> None:
     """Raise :class:`TextTooLong` when ``text`` (or a length) is over ``limit`` characters.
 
-    The message says how long it is, the limit, and what to change.
+    The message says how long it is, the limit, and what to change: ``setting`` is the
+    ``serve`` option that sets the limit (its field name in ServeConfig).
     """
     size = text if isinstance(text, int) else len(text)
     if size > limit:
+        option = "--serve." + setting.replace("_", "-")
         raise TextTooLong(
             f"the {field} is {size:,} characters; this server accepts at most {limit:,} "
-            "(shorten it, or start the server with a larger --serve.max-prompt-chars)",
+            f"(shorten it, or start the server with a larger {option})",
             field,
         )
 

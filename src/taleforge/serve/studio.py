@@ -221,7 +221,7 @@ class Studio:
     def check_manuscript(self, text: str) -> str:
         text = clean_text(text or "")
         try:
-            check_length(text, self.limits.max_story_chars, "manuscript")
+            check_length(text, self.limits.max_story_chars, "manuscript", "max_story_chars")
         except TaleforgeError as exc:
             raise gr.Error(str(exc)) from None
         return text

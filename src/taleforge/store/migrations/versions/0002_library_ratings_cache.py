@@ -56,5 +56,7 @@ def downgrade() -> None:
     op.drop_table("generation_cache")
     op.drop_table("ratings")
     op.drop_index("ix_stories_user_updated", "stories")
-    with op.batch_alter_table("stories") as batch:
+    # In place: a batch copy of stories on SQLite drops the old table, which with foreign keys
+    # on deletes every story's versions (ON DELETE CASCADE).
+    with op.batch_alter_table("stories", recreate="never") as batch:
         batch.drop_column("deleted_at")
