@@ -285,3 +285,30 @@ def test_a_leading_genre_tag_is_the_genre_not_prompt_text(tiny_generator):
     assert "The attic door" in tagged.formatted_prompt
     explicit = story(tiny_generator, "[HORROR] The attic door", genre="comedy", max_new_tokens=4)
     assert explicit.genre == "comedy"
+
+
+@pytest.mark.parametrize(
+    ("written", "story"),
+    [
+        # no sentence ends in the new part: kept whole, never cut back into the writer's text
+        (" walked on and on", "The road was white. She walked on and on"),
+        # a sentence ends in the new part: its unfinished tail is dropped
+        (" walked on. The sea", "The road was white. She walked on."),
+    ],
+)
+def test_trimming_a_continuation_never_cuts_the_writers_text(written, story):
+    from taleforge.generate.generator import StoryRequest, story_texts
+    from taleforge.generate.prompts import PromptPlan
+    from taleforge.genres import GenreChoice
+
+    opening = "The road was white. She"
+    request = StoryRequest(
+        prompt=opening,
+        mode="continue",
+        genre=None,
+        params=SamplingParams(trim_to_sentence=True),
+    )
+    plan = PromptPlan(header="", opening=opening, chat=False, genre=GenreChoice(None, "none"))
+    text, new, finish = story_texts(written, request, plan, "length")
+    assert text == story
+    assert text.startswith(opening)

@@ -125,7 +125,8 @@ def test_continue_retry_undo_and_alternatives_move_in_one_tree(studio):
     last = next(v.last for v in reversed(views) if v.last is not View.last)
 
     alternatives = replace(KNOBS, alternatives=3)
-    doc = apply(doc, run(studio.retry(doc, alternatives, last, Request())))
+    retried = run(studio.retry(doc, alternatives, last, Request()))
+    doc = apply(doc, retried)
     tree = tree_of(studio, doc.story_id)
     typed = tree[0]
     children = [v for v in tree if v.parent == typed.number]

@@ -23,6 +23,7 @@ from taleforge.generate.postprocess import (
     finish_text,
     stream_safe_length,
     stream_tail,
+    trim_to_sentence,
 )
 from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
@@ -95,7 +96,12 @@ def story_texts(
     full_text = new_text
     if plan.opening:
         full_raw = plan.opening + cut_at_stop(raw, request.params.stop)[0]
-        full_text = finish_text(full_raw, stops=(), trim=trim)[0]
+        full_text = finish_text(full_raw, stops=(), trim=False)[0]
+        if trim:  # only where a sentence ends in the new part: never into the given text
+            trimmed = trim_to_sentence(full_text)
+            given = finish_text(plan.opening, stops=(), trim=False)[0].rstrip()
+            if len(trimmed) > len(given):
+                full_text = trimmed
     return full_text, new_text, finish
 
 
