@@ -55,7 +55,7 @@ def set_length(page: Any, tokens: int) -> None:
     page.press("#length input[type=number]", "Enter")
 
 
-def test_write_streams_then_pause_edit_resume_undo(page):
+def test_write_streams_then_pause_edit_continue_undo(page):
     page.fill("#prompt textarea", "A lighthouse keeper finds a door at the bottom of the sea")
     set_length(page, 600)
     page.fill("input[aria-label='Seed (-1 = random)']", "4")
@@ -94,10 +94,10 @@ def test_write_streams_then_pause_edit_resume_undo(page):
     set_length(page, 60)
     page.uncheck("#full-length input")
     page.fill("input[aria-label='Seed (-1 = random)']", "-1")
-    page.click("#resume-btn")
+    page.click("#continue-btn")
     wait_for(lambda: status(page).startswith("✓"), 180, "the continuation to finish")
     continued = story(page)
-    shot(page, "3-resumed")
+    shot(page, "3-continued")
     assert continued.startswith(edited.strip()), "the continuation starts from the edit"
     assert len(continued) > len(edited)
 
@@ -107,7 +107,7 @@ def test_write_streams_then_pause_edit_resume_undo(page):
 
 def test_retry_replaces_the_last_part(page):
     set_length(page, 40)
-    # the whole 40 tokens each time, so Retry has a story to replace and Undo one to restore
+    # the whole 40 tokens each time, so Retry has a story to replace and ← one to go back to
     page.check("#full-length input")
     page.click("#write-btn")
     wait_for(lambda: status(page).startswith("✓"), 180, "a short story")
@@ -119,13 +119,13 @@ def test_retry_replaces_the_last_part(page):
         lambda: status(page).startswith("✓") and status(page) != first_status, 180, "the retry"
     )
     assert story(page).strip() and story(page) != first
-    page.click("#undo-btn")
+    page.click("#prev-btn")  # the retry is an alternative beside the first draft
     try:
-        wait_for(lambda: story(page) == first, 30, "Undo to bring back the first version")
+        wait_for(lambda: story(page) == first, 30, "← to bring back the first draft")
     except AssertionError:
         shot(page, "failed-undo")
         raise AssertionError(
-            f"Undo gave {story(page)!r}, status {status(page)!r}, wanted {first!r}"
+            f"← gave {story(page)!r}, status {status(page)!r}, wanted {first!r}"
         ) from None
     assert "tokens" in page.inner_text("#counts") and "words" in page.inner_text("#counts")
 

@@ -295,10 +295,12 @@ class Studio:
         except StoryNotFound:
             return []
 
-    async def saved_view(self, record: StoryRecord, request: gr.Request | None) -> View:
+    async def saved_view(
+        self, record: StoryRecord, request: gr.Request | None, how: str = "autosaved"
+    ) -> View:
         """The page after a save: the story's id, head, title, the save line and the tree."""
         versions = await self.tree(record.id, request)
-        label = f"💾 saved “{esc(record.title)}” · version {record.head} of {len(versions)}"
+        label = f"💾 {how} “{esc(record.title)}” · draft #{record.head} of {len(versions)}"
         return View(
             story_id=record.id,
             head=record.head,

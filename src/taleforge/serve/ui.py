@@ -393,7 +393,8 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             record = await studio.save(document, document.text, kind, request)
             if record is None:
                 return show(View())
-            return show(await studio.saved_view(record, request))
+            how = "saved" if kind == "save" else "autosaved"
+            return show(await studio.saved_view(record, request, how))
 
         async def save_now(data: dict[Any, Any], request: gr.Request) -> Any:
             return await on_save("save", data, request)
