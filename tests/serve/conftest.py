@@ -105,6 +105,28 @@ def read_metric(url: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def studio_step(url: str, endpoint: str, **by_label: Any) -> Any:
+    """Run a studio button's endpoint (``/write``, ``/continue``, ``/retry``) as a script
+    would with ``gradio_client``: the fields named by their label (``Prompt``, ``Seed
+    (-1 = random)``), the others at the page's defaults. Returns the final outputs (the
+    manuscript first)."""
+    from gradio_client import Client
+
+    client = Client(f"{url}/", verbose=False)
+    api = client.view_api(return_format="dict", print_info=False)
+    parameters = api["named_endpoints"][endpoint]["parameters"]
+    unknown = set(by_label) - {p["label"] for p in parameters}
+    assert not unknown, f"{endpoint} has no field labelled {unknown}"
+    args = [by_label.get(p["label"], p.get("parameter_default")) for p in parameters]
+    return client.predict(*args, api_name=endpoint)
+
+
+@pytest.fixture(scope="session")
+def studio():
+    """``studio(url, "/write", Prompt="A cat", **{"Seed (-1 = random)": 7})``."""
+    return studio_step
+
+
 @pytest.fixture(scope="session")
 def metric():
     """``metric(url, "taleforge_cache_hits_total", layer="memory")``: a counter's value."""

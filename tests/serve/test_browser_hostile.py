@@ -13,6 +13,7 @@ import pytest
 from test_browser_security import open_library, watch
 
 from reliability.rel_corpus import CORPUS
+from taleforge.config import load_config
 from taleforge.serve.sanitize import clean_text
 
 pytestmark = pytest.mark.integration
@@ -81,9 +82,10 @@ def outcome(page: Any, selector: str, before: str, done: Any, within: float = 60
 
 
 def test_the_hostile_corpus_in_the_studio_is_saved_or_refused_clearly(tiny_studio, launch_chromium):
-    limit = 20_000  # serve.max_prompt_chars (default); a story may be five times longer
+    serve = load_config(None).serve
+    limit, prompt_limit = serve.max_story_chars, serve.max_prompt_chars  # the defaults
     saved: list[str] = []
-    written = 0  # each Write also autosaves a new library story
+    written = 0  # each Write of a new story autosaves it in the library
     with launch_chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.set_default_timeout(60_000)
@@ -104,9 +106,9 @@ def test_the_hostile_corpus_in_the_studio_is_saved_or_refused_clearly(tiny_studi
             kept = clean_text(typed)
             if not kept.strip():
                 assert answer.startswith("error: the story is empty"), (name, answer)
-            elif len(kept) > 5 * limit:
-                assert answer.startswith("error: the story is"), (name, answer)
-                assert "at most 100,000" in answer and "shorten it" in answer, (name, answer)
+            elif len(kept) > limit:
+                assert answer.startswith("error: the manuscript is"), (name, answer)
+                assert f"at most {limit:,}" in answer and "shorten it" in answer, (name, answer)
             else:
                 assert answer.startswith("💾 saved"), (name, answer)
                 saved.append(name)
@@ -118,6 +120,8 @@ def test_the_hostile_corpus_in_the_studio_is_saved_or_refused_clearly(tiny_studi
             if name not in WRITTEN:
                 continue
             text = pasted(raw)
+            page.click("button:has-text('New story')")  # each Write its own library story
+            page.wait_for_function("document.querySelector('#story textarea').value === ''")
             paste(page, "#prompt textarea", text)
             before = page.inner_text("#status")
             page.click("#write-btn")
@@ -125,9 +129,12 @@ def test_the_hostile_corpus_in_the_studio_is_saved_or_refused_clearly(tiny_studi
             kept = clean_text(text)
             if not text.strip():
                 assert answer.startswith("error: write a prompt first"), (name, answer)
-            elif len(kept) > limit:
+            elif len(kept) > prompt_limit:
                 assert answer.startswith("error: the text is"), (name, answer)
-                assert "at most 20,000" in answer and "shorten it" in answer, (name, answer)
+                assert f"at most {prompt_limit:,}" in answer and "shorten it" in answer, (
+                    name,
+                    answer,
+                )
             else:
                 assert answer.startswith("✓"), (name, answer)
                 written += 1

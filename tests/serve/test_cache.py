@@ -106,16 +106,16 @@ def test_requests_without_a_seed_or_with_other_parameters_are_written_anew(
     assert metric(tiny_server, HITS, layer="memory") == hits
 
 
-def test_the_studio_answers_a_seeded_write_from_the_cache(tiny_server, tiny_model_dir, metric):
-    from gradio_client import Client
-
-    client = Client(f"{tiny_server}/", verbose=False)
-    knobs = ["default", 0.9, 40, 0.95, 1.1, 24, 17]  # preset, sliders, tokens, seed
-    inputs = ["A door at the bottom of the sea (cache-5)", "", str(tiny_model_dir), "story"]
-    inputs += ["auto", "", "", *knobs]
+def test_the_studio_answers_a_seeded_write_from_the_cache(tiny_server, tiny_model_dir, metric, studio):
+    fields = {
+        "Prompt": "A door at the bottom of the sea (cache-5)",
+        "Model": str(tiny_model_dir),
+        "Tokens per step": 24,
+        "Seed (-1 = random)": 17,
+    }
     hits = metric(tiny_server, HITS, layer="memory")
-    first = client.predict(*inputs, api_name="/on_write")
-    again = client.predict(*inputs, api_name="/on_write")
+    first = studio(tiny_server, "/write", **fields)
+    again = studio(tiny_server, "/write", **fields)
     assert again[0] == first[0] and first[0].strip()
     assert metric(tiny_server, HITS, layer="memory") == hits + 1
 

@@ -93,18 +93,15 @@ def test_the_api_answers_429_with_retry_after_past_the_limit(strict_server, metr
     assert httpx.get(f"{strict_server}/api/models", timeout=10).status_code == 200
 
 
-def test_the_studio_shows_the_rate_limit(tiny_model_dir, start_server):
-    from gradio_client import Client
+def test_the_studio_shows_the_rate_limit(tiny_model_dir, start_server, studio):
     from gradio_client.exceptions import AppError
 
     overrides = {"model.spec": str(tiny_model_dir), "serve.rate_limit_generate": "1/minute"}
+    fields = {"Prompt": "A cat", "Model": str(tiny_model_dir), "Tokens per step": 16}
     with start_server(overrides) as url:
-        client = Client(f"{url}/", verbose=False)
-        inputs = ["A cat", "", str(tiny_model_dir), "story", "auto", "", ""]
-        inputs += ["default", 0.8, 50, 0.95, 1.1, 16, -1]
-        client.predict(*inputs, api_name="/on_write")
+        studio(url, "/write", **fields)
         with pytest.raises(AppError, match="too many generations.*try again in"):
-            client.predict(*inputs, api_name="/on_write")
+            studio(url, "/write", **fields)
 
 
 def test_a_body_over_the_limit_gets_413(strict_server):

@@ -187,3 +187,14 @@ def test_export_is_named_after_the_title(studio):
     path = Path(studio.export(doc, ".md"))
     assert path.name.endswith("moon-thief.md")
     assert path.read_text().startswith("# Moon Thief\n\nOnce.")
+
+
+def test_saving_only_control_characters_says_the_story_is_empty(studio):
+    # NUL bytes pasted into the manuscript: nothing is left to save once they are cleaned,
+    # and Save says so (it answered nothing at all)
+    before = len(library_of(studio))
+    doc = Doc(key=new_doc(), text="\x00" * 1024)
+    with pytest.raises(gr.Error, match="the story is empty"):
+        asyncio.run(studio.save(doc, doc.text, "save", Request()))
+    assert asyncio.run(studio.save(doc, doc.text, "edit", Request())) is None
+    assert len(library_of(studio)) == before

@@ -241,7 +241,9 @@ class Studio:
         is looking at); None makes it a new root (a fresh draft from a prompt).
         """
         text = self.check_manuscript(text)
-        if not text.strip():
+        if not text.strip():  # what is left once control characters are gone
+            if kind == "save":
+                raise gr.Error("the story is empty: write something before saving")
             return None
         title = clean_text(doc.title or "").strip()
         if len(title) > 200:

@@ -363,9 +363,15 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         )
         page: set[Any] = {*doc_parts}
         generate_inputs: set[Any] = {*doc_parts, *knob_parts, last}
-        write_btn.click(streamed("write"), generate_inputs, outputs, concurrency_limit=None)
-        continue_btn.click(streamed("continue"), generate_inputs, outputs, concurrency_limit=None)
-        retry_btn.click(streamed("retry"), generate_inputs, outputs, concurrency_limit=None)
+        write_btn.click(
+            streamed("write"), generate_inputs, outputs, api_name="write", concurrency_limit=None
+        )
+        continue_btn.click(
+            streamed("continue"), generate_inputs, outputs, api_name="continue", concurrency_limit=None
+        )
+        retry_btn.click(
+            streamed("retry"), generate_inputs, outputs, api_name="retry", concurrency_limit=None
+        )
 
         async def on_pause(request: gr.Request) -> Any:
             return gr.skip() if await studio.pause(request) else "⏸ nothing is being written"
@@ -386,10 +392,6 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
 
         async def on_save(kind: str, data: dict[Any, Any], request: gr.Request) -> Any:
             document, _ = read(data)
-            if not document.text.strip():
-                if kind == "save":
-                    raise gr.Error("the story is empty: write something before saving")
-                return show(View())
             record = await studio.save(document, document.text, kind, request)
             if record is None:
                 return show(View())
