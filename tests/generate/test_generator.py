@@ -309,6 +309,32 @@ def test_trimming_a_continuation_never_cuts_the_writers_text(written, story):
         params=SamplingParams(trim_to_sentence=True),
     )
     plan = PromptPlan(header="", opening=opening, chat=False, genre=GenreChoice(None, "none"))
-    text, new, finish = story_texts(written, request, plan, "length")
+    text = story_texts(written, request, plan, "length")[0]
     assert text == story
     assert text.startswith(opening)
+
+
+@pytest.mark.parametrize(
+    ("opening", "written", "trim", "story"),
+    [
+        # the writer's spacing, blank lines and tabs stay as typed
+        ("Chapter  One\n\n\n\nThe road  was white.\tShe", " walked on.", True, None),
+        # a character the tokenizer could not spell stays the writer's
+        ("It cost 5\ufffd. She", " paid.", True, None),
+        # the model finishes the writer's word: no space is put in
+        ("The ro", "ad was white.", False, "The road was white."),
+        # the model starts a new paragraph: it is kept
+        ("The end.", "\n\n\nChapter two", False, "The end.\n\nChapter two"),
+    ],
+)
+def test_a_continuation_keeps_the_writers_text_as_typed(opening, written, trim, story):
+    from taleforge.generate.generator import StoryRequest, story_texts
+    from taleforge.generate.prompts import PromptPlan
+    from taleforge.genres import GenreChoice
+
+    request = StoryRequest(
+        prompt=opening, mode="continue", genre=None, params=SamplingParams(trim_to_sentence=trim)
+    )
+    plan = PromptPlan(header="", opening=opening, chat=False, genre=GenreChoice(None, "none"))
+    text = story_texts(written, request, plan, "length")[0]
+    assert text == (story if story is not None else opening + written)

@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from test_browser_hostile import close_toasts, paste, toasts
 
+from taleforge.config import load_config
 from taleforge.serve.sanitize import clean_text
 
 pytestmark = pytest.mark.integration
@@ -203,7 +205,8 @@ def test_retry_alternatives_are_siblings_to_switch_between_reload_and_export(pag
     page.wait_for_selector("#story textarea")
     wait_for(lambda: text_of(page) == other, 60, "the reloaded page to reopen the draft", page)
     page.click("#drafts")  # the accordion with the tree
-    assert page.locator("#drafts-tree .draft").count() == 4
+    drafts = page.locator("#drafts-tree .draft")
+    wait_for(lambda: drafts.count() == 4, 30, "the tree of four drafts", page)
     assert page.input_value("#title input, #title textarea") == "Three Doors"
 
     page.click("#export-btn")
@@ -212,3 +215,42 @@ def test_retry_alternatives_are_siblings_to_switch_between_reload_and_export(pag
     assert str(link.first.get_attribute("download")) == "three-doors.txt"
     exported = httpx.get(str(link.first.get_attribute("href")), timeout=30)
     assert exported.text.strip() == other.strip()
+
+
+def test_a_novel_length_manuscript_saves_reopens_and_continues(page, tiny_studio):
+    limit = load_config(None).serve.max_story_chars
+    paragraph = "The keeper counted the ships again. None of them came home.\n\n"
+    novel = (paragraph * (1_500_000 // len(paragraph) + 1))[:1_500_000].rstrip() + " She"
+    assert len(novel) > 1_499_000
+    before = len(stories(tiny_studio))
+    page.fill("#title input, #title textarea", "The Long Watch")
+    paste(page, "#story textarea", novel)
+    page.click("#save-btn")
+    saved = page.locator("#save-status")
+    wait_for(lambda: "saved" in saved.inner_text(), 120, "the novel saved", page)
+    (made,) = stories(tiny_studio)[before:]
+    record = httpx.get(f"{tiny_studio}/api/stories/{made['id']}", timeout=60).json()
+    assert record["title"] == "The Long Watch" and record["text"] == novel
+
+    page.reload()  # the page reopens the story it showed
+    page.wait_for_selector("#story textarea")
+    wait_for(lambda: text_of(page) == novel, 120, "the reopened novel", page)
+
+    set_length(page, 16)
+    page.check("#full-length input")
+    page.click("#continue-btn")
+    wait_for(finished(page), 180, "the continuation of the novel", page)
+    continued = text_of(page)
+    assert continued.startswith(novel) and len(continued) > len(novel)
+    settle(tiny_studio, page)
+    versions = versions_of(tiny_studio, made["id"])["versions"]
+    assert continued in [v["text"] for v in versions]
+
+    # one character over the limit: refused, naming it, and nothing is saved
+    paste(page, "#story textarea", "x" * (limit + 1))
+    page.click("#save-btn")
+    wait_for(lambda: bool(toasts(page)), 60, "the refusal", page)
+    refusal = " ".join(toasts(page))
+    close_toasts(page)
+    assert f"at most {limit:,}" in refusal and "shorten it" in refusal, refusal
+    assert len(versions_of(tiny_studio, made["id"])["versions"]) == len(versions)

@@ -106,7 +106,9 @@ def test_requests_without_a_seed_or_with_other_parameters_are_written_anew(
     assert metric(tiny_server, HITS, layer="memory") == hits
 
 
-def test_the_studio_answers_a_seeded_write_from_the_cache(tiny_server, tiny_model_dir, metric, studio):
+def test_the_studio_answers_a_seeded_write_from_the_cache(
+    tiny_server, tiny_model_dir, metric, studio
+):
     fields = {
         "Prompt": "A door at the bottom of the sea (cache-5)",
         "Model": str(tiny_model_dir),

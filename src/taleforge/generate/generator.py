@@ -18,12 +18,10 @@ from taleforge.generate import decoding
 from taleforge.generate.backends import Backend, DecodeStep, open_backend, open_model
 from taleforge.generate.bans import Backtracker, phrase_bans
 from taleforge.generate.postprocess import (
-    cut_at_stop,
     find_stop,
     finish_text,
     stream_safe_length,
     stream_tail,
-    trim_to_sentence,
 )
 from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
@@ -86,23 +84,28 @@ def story_texts(
     """The story and its new part from what the model wrote (``raw``), on every backend.
 
     Stop sequences cut it (the finish reason becomes "stop"); a story cut by its length is
-    trimmed to its last sentence when asked; in continue mode the story is the given opening
-    plus what the model wrote after it. Returns (story, new text, finish reason).
+    trimmed to its last sentence when asked; in continue mode the story is the given opening,
+    exactly as given (its spacing, its blank lines, every character), plus what the model
+    wrote after it, post-processed. Returns (story, new text, finish reason).
     """
     trim = request.params.trim_to_sentence and finish == "length"
     new_text, stopped = finish_text(raw, stops=request.params.stop, trim=trim)
     if stopped:
         finish = "stop"
-    full_text = new_text
-    if plan.opening:
-        full_raw = plan.opening + cut_at_stop(raw, request.params.stop)[0]
-        full_text = finish_text(full_raw, stops=(), trim=False)[0]
-        if trim:  # only where a sentence ends in the new part: never into the given text
-            trimmed = trim_to_sentence(full_text)
-            given = finish_text(plan.opening, stops=(), trim=False)[0].rstrip()
-            if len(trimmed) > len(given):
-                full_text = trimmed
-    return full_text, new_text, finish
+    if not plan.opening:
+        return new_text, new_text, finish
+    if not new_text:
+        return plan.opening, new_text, finish
+    # what separated the given text from the new one, as the model wrote it (a finished
+    # word, a space, a new line or a new paragraph)
+    lead = raw[: len(raw) - len(raw.lstrip())]
+    if plan.opening[-1:].isspace():
+        lead = ""
+    elif "\n" in lead:
+        lead = "\n\n" if lead.count("\n") > 1 else "\n"
+    elif lead:
+        lead = " "
+    return plan.opening + lead + new_text, new_text, finish
 
 
 class StoryStream:

@@ -57,7 +57,7 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
     """The whole server: ``/api``, ``/v1`` (OpenAI-compatible), ``/health`` and the UI."""
     import gradio as gr
 
-    from taleforge.serve.ui import CSS, build_ui
+    from taleforge.serve.ui import CSS, JS, build_ui
 
     ctx = AppContext.build(config, registry)
     registry = ctx.registry
@@ -146,6 +146,7 @@ def create_app(config: TaleforgeConfig, registry: ModelRegistry | None = None) -
         ui,
         path="/",
         css=CSS,
+        js=JS,
         footer_links=["api"],
         auth_dependency=gradio_user,
         allowed_paths=[str(ctx.exports.root)],

@@ -61,6 +61,8 @@ MAX_ALTERNATIVES = 4
 _DOCUMENTS = 10_000
 #: Never set: a field of a :class:`View` left as it is on the page.
 KEEP: Any = object()
+#: A new story's lorebook budget (tokens): the library's own default.
+LORE_BUDGET = int(Lorebook.model_fields["budget"].default)
 
 
 def counts(text: str, tokenizer: Any = None) -> str:
@@ -92,6 +94,9 @@ class Doc:
     model: str = ""
     memory: str = ""
     note: str = ""
+    #: The lorebook box's lines (see :func:`parse_lorebook`) and its token budget.
+    lore: str = ""
+    lore_budget: int = LORE_BUDGET
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,9 @@ class View:
     drafts: Any = KEEP
     last: Any = KEEP
     doc: Any = KEEP
+    lore: Any = KEEP
+    lore_budget: Any = KEEP
+    fresh: Any = KEEP
 
     def changed(self) -> dict[str, Any]:
         return {
@@ -283,10 +291,22 @@ class Studio:
                             account, text=text, title=title or None, kind=kind, **fields_
                         )
                     )
+                record = await self._keep_lorebook(account, record, doc)
             except TaleforgeError as exc:
                 raise gr.Error(str(exc)) from None
             self.remember(doc.key, record.id)
             return record
+
+    async def _keep_lorebook(self, account: Account, record: StoryRecord, doc: Doc) -> StoryRecord:
+        """The story keeps the lorebook box as it is (a box with a bad line keeps the last
+        good one: the writer is told when a step uses it)."""
+        try:
+            lorebook = parse_lorebook(doc.lore, doc.lore_budget)
+        except gr.Error:
+            return record
+        if lorebook == record.lorebook:
+            return record
+        return await run_in_threadpool(self.ctx.library.set_lorebook, account, record.id, lorebook)
 
     async def tree(self, story_id: int | None, request: gr.Request | None) -> list[Any]:
         if not story_id:
@@ -346,13 +366,39 @@ class Studio:
         return prompt, options
 
     def _options(self, doc: Doc, knobs: Knobs, mode: str) -> dict[str, Any]:
-        return {
+        options = {
             **self.sampling(knobs),
             "mode": mode,
             "genre": doc.genre,
             "memory": doc.memory,
             "authors_note": doc.note,
         }
+        lorebook = parse_lorebook(doc.lore, doc.lore_budget)
+        if lorebook.entries:
+            options["lorebook"] = lorebook
+        return options
+
+    def next_step(self, doc: Doc, knobs: Knobs) -> tuple[str, dict[str, Any]]:
+        """The prompt and options the next Continue sends (Write's, with no manuscript)."""
+        text = clean_text(doc.text or "")
+        if text.strip():
+            return _tail(text, self.limits.max_prompt_chars // 2)[1], self._options(
+                doc, knobs, "continue"
+            )
+        mode = doc.mode if doc.mode in MODES and doc.mode != "continue" else "story"
+        return clean_text(doc.prompt or ""), self._options(doc, knobs, mode)
+
+    async def context(self, doc: Doc, knobs: Knobs) -> str:
+        """The context viewer: what the model reads for the next Continue, part by part."""
+        prompt, options = self.next_step(doc, knobs)
+        if not prompt.strip():
+            return "<p class='ctx-summary'>Nothing to continue yet: write a prompt.</p>"
+        try:
+            generator = await run_in_threadpool(self.registry.get, doc.model or None)
+            preview = await run_in_threadpool(lambda: generator.context_preview(prompt, **options))
+        except TaleforgeError as exc:
+            return f"<p class='ctx-summary'>{html.escape(str(exc))}</p>"
+        return render_context(preview)
 
     async def write(
         self, doc: Doc, knobs: Knobs, request: gr.Request | None
@@ -428,7 +474,9 @@ class Studio:
         try:
             started = time.perf_counter()
             shown = prefix + base
-            yield View(text=shown, counts=counts(shown), status=f"⏳ writing with {model} …")
+            yield View(
+                text=shown, counts=counts(shown), status=f"⏳ writing with {model} …", fresh=""
+            )
             written = ""
             stories: tuple[Any, ...] = ()
             spec = model
@@ -472,11 +520,15 @@ class Studio:
                     doc = replace(doc, story_id=record.id)
             final = texts[0] if texts else shown
             tokenizer = self.registry.tokenizer(spec) if len(final) < 200_000 else None
+            given = prefix + base
             view = View(
                 text=final,
                 counts=counts(final, tokenizer),
                 status=status,
                 last={**step, "prompt": prompt},
+                fresh=render_fresh(given, final[len(given) :])
+                if final.startswith(given)
+                else render_fresh("", final),
             )
             if record is not None:
                 view = replace(view, **(await self.saved_view(record, request)).changed())
@@ -508,6 +560,7 @@ class Studio:
             status=why,
             saved=f"📖 “{esc(record.title)}” · draft #{record.head}",
             last={},
+            fresh="",
         )
 
     async def undo(self, doc: Doc, request: gr.Request | None) -> View:
@@ -551,7 +604,10 @@ class Studio:
             saved=f"📖 opened “{esc(record.title)}” (draft #{record.head})",
             status="",
             last={},
+            fresh="",
             doc=key,
+            lore=format_lorebook(record.lorebook),
+            lore_budget=record.lorebook.budget,
         )
         return record, view
 
@@ -563,6 +619,27 @@ class Studio:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() or "story"
         body = f"# {title}\n\n{doc.text}\n" if fmt == ".md" else doc.text + "\n"
         return str(self.ctx.exports.write(f"{slug}{fmt}", body.encode("utf-8")))
+
+
+#: How much of the step's new text, and of the text before it, the mark shows.
+_FRESH_CHARS, _BEFORE_CHARS = 3_000, 200
+
+
+def render_fresh(before: str, new: str) -> str:
+    """The last step's new text, marked, after the end of what was there before (HTML, all
+    text escaped); empty when the step wrote nothing. The page clears it once the writer
+    edits the manuscript or starts another step."""
+    if not new.strip():
+        return ""
+    shown = new if len(new) <= _FRESH_CHARS else "…" + new[-_FRESH_CHARS:]
+    lead = before[-_BEFORE_CHARS:]
+    lead = ("…" if len(before) > _BEFORE_CHARS else "") + lead
+    words = len(new.split())
+    return (
+        f"<div id='fresh-text'><div class='fresh-label'>new in the last step · {words:,} "
+        f"words (marked until you edit or continue)</div><span class='fresh-before'>"
+        f"{html.escape(lead)}</span><mark class='fresh-new'>{html.escape(shown)}</mark></div>"
+    )
 
 
 def render_tree(versions: list[Any], head: int | None) -> str:

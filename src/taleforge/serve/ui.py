@@ -14,14 +14,17 @@ from typing import Any
 
 import gradio as gr
 
-from taleforge.config import slider_range
+from taleforge.config import field_bounds, slider_range
 from taleforge.errors import TaleforgeError
+from taleforge.generate.lore import Lorebook
 from taleforge.genres import GENRES
 from taleforge.serve.context import AppContext
 from taleforge.serve.library_ui import WriteParts, esc
 from taleforge.serve.registry import ModelRegistry
 from taleforge.serve.streaming import chunks, generation
 from taleforge.serve.studio import (
+    LORE_BUDGET,
+    LORE_HELP,
     MAX_ALTERNATIVES,
     MODES,
     SLIDERS,
@@ -41,6 +44,13 @@ CSS = """
 #drafts-tree .head { font-weight: bold; }
 #drafts-tree .draft-end { color: var(--body-text-color-subdued); }
 .ctx-bar { display: inline-block; height: 10px; }
+#fresh-text { white-space: pre-wrap; font-family: Georgia, serif; font-size: 0.95rem;
+              max-height: 12em; overflow-y: auto; }
+#fresh-text .fresh-label { font-family: sans-serif; font-size: 0.8rem;
+                           color: var(--body-text-color-subdued); }
+#fresh-text .fresh-before { color: var(--body-text-color-subdued); }
+#fresh-text mark { background: #fff3b0; color: inherit; }
+.dark #fresh-text mark { background: #5a4a00; }
 .ctx-text { white-space: pre-wrap; font-size: 0.85rem; }
 .focus-mode #settings-col, .focus-mode #studio-header, .focus-mode #drafts,
 .focus-mode #write-extras { display: none !important; }
@@ -125,6 +135,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                         buttons=["copy"],
                     )
                     count_line = gr.Markdown(counts(""), elem_id="counts")
+                    fresh = gr.HTML("", elem_id="fresh")
                     with gr.Row():
                         save_btn = gr.Button("Save", scale=1, elem_id="save-btn")
                         new_btn = gr.Button("New story", scale=1, elem_id="new-btn")
@@ -139,6 +150,12 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                         with gr.Row():
                             drafts = gr.Dropdown([], label="Draft", scale=3, elem_id="draft-pick")
                             draft_btn = gr.Button("Show this draft", scale=1, elem_id="draft-btn")
+                    with gr.Accordion(
+                        "Context: what the model reads for the next Continue",
+                        open=False,
+                        elem_id="context",
+                    ) as context_box:
+                        context_view = gr.HTML("", elem_id="context-box")
                     with gr.Row(elem_id="write-extras"):
                         export_format = gr.Radio(
                             [".txt", ".md"], value=".txt", label="Export as", scale=1
@@ -202,6 +219,23 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                     note = gr.Textbox(
                         label="Author's note (steers the next lines)", lines=2, elem_id="note"
                     )
+                    lore = gr.Textbox(
+                        label="Lorebook (in context while a key is in the story's last lines)",
+                        info=LORE_HELP,
+                        lines=4,
+                        max_lines=20,
+                        placeholder="Mira, the smuggler: Mira is a one-eyed smuggler …",
+                        elem_id="lorebook",
+                    )
+                    lowest, highest = field_bounds(Lorebook, "budget")
+                    lore_budget = gr.Slider(
+                        int(lowest or 0),
+                        int(highest or LORE_BUDGET),
+                        LORE_BUDGET,
+                        step=16,
+                        label="Lorebook budget (tokens)",
+                        elem_id="lore-budget",
+                    )
 
             with gr.Tab("Chat", id="chat"):
                 gr.Markdown(
@@ -254,6 +288,9 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                 "drafts": drafts,
                 "last": last,
                 "doc": doc,
+                "lore": lore,
+                "lore_budget": lore_budget,
+                "fresh": fresh,
             }
             outputs = [*targets.values(), reopen]
 
@@ -276,7 +313,10 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             studio.shelf.build_tab(WriteParts(on_open, open_outputs))
 
         # -- reading the page into a document --------------------------------------------
-        doc_parts = [doc, story_id, head, title, prompt, story, mode, genre, model, memory, note]
+        doc_parts = [
+            *(doc, story_id, head, title, prompt, story, mode, genre, model, memory, note),
+            *(lore, lore_budget),
+        ]
         knob_parts = [
             preset,
             temperature,
@@ -306,6 +346,8 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                 model=d[8] or registry.default,
                 memory=d[9] or "",
                 note=d[10] or "",
+                lore=d[11] or "",
+                lore_budget=int(d[12]) if d[12] not in (None, "") else LORE_BUDGET,
             )
             knobs = Knobs(*k) if len(k) == len(knob_parts) else Knobs()
             return document, knobs
@@ -363,13 +405,17 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         )
         page: set[Any] = {*doc_parts}
         generate_inputs: set[Any] = {*doc_parts, *knob_parts, last}
-        write_btn.click(
+        write_event = write_btn.click(
             streamed("write"), generate_inputs, outputs, api_name="write", concurrency_limit=None
         )
-        continue_btn.click(
-            streamed("continue"), generate_inputs, outputs, api_name="continue", concurrency_limit=None
+        continue_event = continue_btn.click(
+            streamed("continue"),
+            generate_inputs,
+            outputs,
+            api_name="continue",
+            concurrency_limit=None,
         )
-        retry_btn.click(
+        retry_event = retry_btn.click(
             streamed("retry"), generate_inputs, outputs, api_name="retry", concurrency_limit=None
         )
 
@@ -379,16 +425,55 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         # Never queued behind another event; it only asks the generation to stop: the
         # generating handler saves what it wrote and says "paused" itself.
         pause_btn.click(on_pause, None, [status], concurrency_limit=None)
-        undo_btn.click(stepped("undo"), page, outputs, concurrency_limit=None)
-        prev_btn.click(stepped("sibling", -1), page, outputs, concurrency_limit=None)
-        next_btn.click(stepped("sibling", 1), page, outputs, concurrency_limit=None)
-        draft_btn.click(stepped("pick"), {*page, drafts}, outputs, concurrency_limit=None)
+        undo_event = undo_btn.click(stepped("undo"), page, outputs, concurrency_limit=None)
+        prev_event = prev_btn.click(stepped("sibling", -1), page, outputs, concurrency_limit=None)
+        next_event = next_btn.click(stepped("sibling", 1), page, outputs, concurrency_limit=None)
+        draft_event = draft_btn.click(
+            stepped("pick"), {*page, drafts}, outputs, concurrency_limit=None
+        )
+        # an edit ends the mark of the last step's new text (in the page: no round trip)
+        story.input(None, None, [fresh], js="() => ''")
         story.input(
             lambda text, model_id: counts(text, registry.tokenizer(model_id)),
             [story, model],
             [count_line],
             trigger_mode="always_last",
         )
+
+        # -- the context viewer: recomputed while it is open, as the writer types -------
+        context_open = gr.State(False)
+
+        async def on_context(data: dict[Any, Any]) -> Any:
+            if not data.get(context_open):
+                return gr.skip()
+            document, knobs = read(data)
+            return await studio.context(document, knobs)
+
+        context_inputs: set[Any] = {*doc_parts, *knob_parts, context_open}
+        context_box.expand(lambda: True, None, [context_open]).then(
+            on_context, context_inputs, [context_view]
+        )
+        context_box.collapse(lambda: False, None, [context_open])
+        for typed in (story, memory, note, lore):
+            typed.input(
+                on_context,
+                context_inputs,
+                [context_view],
+                trigger_mode="always_last",
+                show_progress="hidden",
+            )
+        for moved in (lore_budget, length, model, mode):
+            moved.change(on_context, context_inputs, [context_view], show_progress="hidden")
+        for event in (
+            write_event,
+            continue_event,
+            retry_event,
+            undo_event,
+            prev_event,
+            next_event,
+            draft_event,
+        ):
+            event.then(on_context, context_inputs, [context_view], show_progress="hidden")
 
         async def on_save(kind: str, data: dict[Any, Any], request: gr.Request) -> Any:
             document, _ = read(data)
@@ -406,15 +491,18 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
 
         save_btn.click(save_now, page, outputs)
         story.blur(save_edit, page, outputs)
+        # the lorebook is the story's (stored with it, not a draft of the text)
+        lore.blur(save_edit, page, outputs)
+        lore_budget.release(save_edit, page, outputs)
         # Cleared in the browser at once: a prompt typed right after the click is never
         # undone by a late answer from the server; a new document key means the next save
         # makes a new story.
         new_btn.click(
             None,
             None,
-            [doc, story_id, head, title, story, prompt, save_status, tree, last],
+            [doc, story_id, head, title, story, prompt, save_status, tree, last, lore, fresh],
             js=f"() => [({_NEW_DOC_JS})(), null, null, '', '', '', "
-            "'New story: write a prompt, or type its first lines.', '', {}]",
+            "'New story: write a prompt, or type its first lines.', '', {}, '', '']",
         ).then(lambda: (counts(""), None), None, [count_line, reopen])
         focus_btn.click(None, js="() => { document.body.classList.toggle('focus-mode') }")
         dark_btn.click(None, js="() => { document.body.classList.toggle('dark') }")
