@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from live_apps import APPS
 
 from needs import need
 from taleforge.config import load_config
@@ -32,9 +33,12 @@ def live_server(overrides: dict[str, Any]) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the server did not start")
         time.sleep(0.05)
+    url = server_url(server, config)
+    APPS[url] = server.config.app
     try:
-        yield server_url(server, config)
+        yield url
     finally:
+        APPS.pop(url, None)
         server.should_exit = True
         thread.join(timeout=15)
 
