@@ -95,7 +95,7 @@ def describe_context(
     Args:
         tokenizer: The model's tokenizer (the one that encoded ``plan``).
         plan: The planned request.
-        step: The decoding step (:meth:`EncodedRequest.step`).
+        step: The decoding step (:meth:`~taleforge.generate.decoding.EncodedRequest.step`).
         lore: The triggered entries, whose texts ``plan`` holds.
         opening_ids: ``plan.opening`` encoded (the story's tokens before the first step).
         window: The model's context length.

@@ -111,6 +111,23 @@ def step_context(
     return StepContext(tuple(header_ids), before, tuple(note_ids), after, step)
 
 
+@dataclass(frozen=True)
+class EncodedRequest:
+    """A planned request in the model's token ids: what every decoding step's context is
+    built from (the one encoding the decoding loop and the context preview share)."""
+
+    header: list[int]
+    opening: list[int]
+    note: list[int]
+    #: Context tokens left for the story and its new tokens (the window minus the rest).
+    room: int
+
+    def step(self, generated: Sequence[int], remaining: int) -> StepContext:
+        """The context of the next decoding step after ``generated`` new tokens."""
+        story = [*self.opening, *generated]
+        return step_context(self.header, story, remaining, self.room, self.note)
+
+
 def build_context(
     header_ids: Sequence[int],
     story_ids: Sequence[int],

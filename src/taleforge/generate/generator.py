@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from taleforge.config import MODES, ModelConfig, SamplingParams, make_sampling
 from taleforge.errors import ConfigError
-from taleforge.generate import decoding
 from taleforge.generate.backends import Backend, DecodeStep, open_backend, open_model
 from taleforge.generate.bans import Backtracker, phrase_bans
+from taleforge.generate.decoding import EncodedRequest
 from taleforge.generate.lore import Lorebook, LoreSelection, as_lorebook
 from taleforge.generate.postprocess import (
     find_stop,
@@ -82,23 +82,6 @@ class StoryRequest:
     history: tuple[ChatMessage, ...] = ()
     #: The story's lorebook: entries its keys bring into the context after the memory.
     lorebook: Lorebook | None = None
-
-
-@dataclass(frozen=True)
-class EncodedRequest:
-    """A planned request in the model's token ids: what every decoding step's context is
-    built from (the one encoding the decoding loop and the context preview share)."""
-
-    header: list[int]
-    opening: list[int]
-    note: list[int]
-    #: Context tokens left for the story and its new tokens (the window minus the rest).
-    room: int
-
-    def step(self, generated: Sequence[int], remaining: int) -> decoding.StepContext:
-        """The context of the next decoding step after ``generated`` new tokens."""
-        story = [*self.opening, *generated]
-        return decoding.step_context(self.header, story, remaining, self.room, self.note)
 
 
 def story_texts(
