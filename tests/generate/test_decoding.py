@@ -1,4 +1,10 @@
-from taleforge.generate.decoding import AUTHORS_NOTE_DEPTH, build_context, window_plan
+from taleforge.generate.decoding import (
+    AUTHORS_NOTE_DEPTH,
+    EncodedRequest,
+    build_context,
+    step_context,
+    window_plan,
+)
 
 
 def test_everything_fits_in_one_step():
@@ -25,3 +31,22 @@ def test_authors_note_goes_near_the_end():
     at = context.index(-1)
     assert context[at : at + 2] == [-1, -2]
     assert len(context) - at - 2 == AUTHORS_NOTE_DEPTH
+
+
+def test_a_step_names_its_parts_and_is_the_context_build_context_makes():
+    header, story, note = [1, 2], list(range(100, 300)), [-1, -2]
+    step = step_context(header, story, remaining=50, room=120, note_ids=note)
+    keep, new_tokens = window_plan(len(story), 50, 120)
+    assert step.ids == build_context(header, story, keep, note)
+    assert (step.kept, step.new_tokens) == (keep, new_tokens)
+    assert step.story_after_note == tuple(story[-AUTHORS_NOTE_DEPTH:])
+    assert step.note == (-1, -2) and step.header == (1, 2)
+    plain = step_context(header, story[:5], remaining=10, room=120)
+    assert plain.story_before_note == tuple(story[:5]) and plain.story_after_note == ()
+
+
+def test_an_encoded_request_steps_over_what_was_written():
+    encoded = EncodedRequest(header=[1], opening=[10, 11], note=[], room=20)
+    assert encoded.step((), 30).ids == [1, 10, 11]
+    later = encoded.step([12, 13], 28)
+    assert later.ids[-2:] == [12, 13] and later.new_tokens == 10

@@ -98,3 +98,44 @@ def test_chat_mode_carries_history_memory_and_note():
 def test_chat_mode_needs_a_chat_template():
     with pytest.raises(ConfigError, match="needs a model with a chat template"):
         plan_prompt("hi", mode="chat", genre=NONE, template="plain")
+
+
+LORE = ("Mira is a smuggler.", "The harbour is closed.")
+
+
+def spanned(plan):
+    return [(span.kind, plan.header[span.start : span.end]) for span in plan.spans]
+
+
+def test_text_models_read_memory_then_one_line_per_lore_entry_then_a_blank_line():
+    for mode in ("continue", "story", "writing-prompt", "poem"):
+        plan = plan_prompt(
+            "Mira ran", mode=mode, genre=NONE, template="plain", memory="Night.", lore=LORE
+        )
+        assert plan.header.startswith("Night.\nMira is a smuggler.\nThe harbour is closed.\n\n")
+        assert spanned(plan) == [("memory", "Night."), ("lore", LORE[0]), ("lore", LORE[1])]
+    alone = plan_prompt("Mira ran", mode="continue", genre=NONE, template="plain", lore=LORE)
+    assert alone.header == "Mira is a smuggler.\nThe harbour is closed.\n\n"
+
+
+def test_chat_models_read_lore_in_the_system_prompt_after_the_memory():
+    plan = plan_prompt(
+        "Mira ran",
+        mode="story",
+        genre=NONE,
+        template="chat",
+        memory="Night.",
+        lore=LORE,
+        authors_note="terse",
+        render_chat=fake_chat,
+    )
+    assert (
+        "Keep in mind: Night.\n\nWhat matters now:\nMira is a smuggler.\nThe harbour is closed."
+        "</system>"
+    ) in plan.header
+    assert spanned(plan) == [
+        ("memory", "Night."),
+        ("lore", LORE[0]),
+        ("lore", LORE[1]),
+        ("note", "Author's note: terse"),
+    ]

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from taleforge.config import load_config
+from taleforge.generate.lore import Lorebook
 from taleforge.serve.cache import (
     DatabaseLayer,
     GenerationCache,
@@ -190,10 +191,18 @@ def test_the_key_covers_everything_that_shapes_the_story(cache, tiny_model_dir, 
         cache.key(spec, "a prompt", {**base, "authors_note": "n"}),
         cache.key(spec, "a prompt", {**base, "history": [{"role": "user", "content": "hi"}]}),
         cache.key(spec, "a prompt", {**base, "stop": ["."]}),
+        cache.key(spec, "a prompt", {**base, "lorebook": LOREBOOK}),
+        cache.key(spec, "a prompt", {**base, "lorebook": {**LOREBOOK, "budget": 9}}),
         cache.key("smollm2-135m", "a prompt", base),
     ]
     assert None not in changed and len({key, *changed}) == len(changed) + 1
     assert cache.key(spec, "a prompt", {**base, "seed": None}) is None
+    # A lorebook given as a model or as its JSON is the same request.
+    as_model = cache.key(spec, "a prompt", {**base, "lorebook": Lorebook(**LOREBOOK)})
+    assert as_model == cache.key(spec, "a prompt", {**base, "lorebook": LOREBOOK})
+
+
+LOREBOOK = {"entries": [{"keys": ["prompt"], "text": "Prompts are short."}]}
 
 
 def test_a_retrained_model_in_the_same_directory_is_a_new_key(cache, tiny_model_dir, tmp_path):

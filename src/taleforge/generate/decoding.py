@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from taleforge.config import SamplingParams
@@ -62,6 +63,71 @@ def window_plan(story_length: int, remaining: int, room: int) -> tuple[int, int]
     return min(story_length, room - step), step
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """One decoding step's context, in the order the model reads it, and its new tokens."""
+
+    header: tuple[int, ...]
+    #: The kept story tokens before the author's note, and after it (the last
+    #: :data:`AUTHORS_NOTE_DEPTH`); all of them in ``story_before_note`` without a note.
+    story_before_note: tuple[int, ...]
+    note: tuple[int, ...]
+    story_after_note: tuple[int, ...]
+    #: Tokens this step may write (the room kept free after the context).
+    new_tokens: int
+
+    @property
+    def ids(self) -> list[int]:
+        """The context the backend receives."""
+        return [*self.header, *self.story_before_note, *self.note, *self.story_after_note]
+
+    @property
+    def kept(self) -> int:
+        """Story tokens in the context (the latest ones)."""
+        return len(self.story_before_note) + len(self.story_after_note)
+
+
+def _split_story(
+    story_ids: Sequence[int], keep: int, note_ids: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The last ``keep`` story tokens, split where the author's note goes."""
+    tail = tuple(story_ids[len(story_ids) - keep :]) if keep > 0 else ()
+    at = max(0, len(tail) - AUTHORS_NOTE_DEPTH) if note_ids else len(tail)
+    return tail[:at], tail[at:]
+
+
+def step_context(
+    header_ids: Sequence[int],
+    story_ids: Sequence[int],
+    remaining: int,
+    room: int,
+    note_ids: Sequence[int] = (),
+) -> StepContext:
+    """The next decoding step of a story: what :func:`window_plan` keeps of ``story_ids``,
+    after the header and with the author's note near the end (see :func:`window_plan` for
+    ``remaining`` and ``room``)."""
+    keep, step = window_plan(len(story_ids), remaining, room)
+    before, after = _split_story(story_ids, keep, note_ids)
+    return StepContext(tuple(header_ids), before, tuple(note_ids), after, step)
+
+
+@dataclass(frozen=True)
+class EncodedRequest:
+    """A planned request in the model's token ids: what every decoding step's context is
+    built from (the one encoding the decoding loop and the context preview share)."""
+
+    header: list[int]
+    opening: list[int]
+    note: list[int]
+    #: Context tokens left for the story and its new tokens (the window minus the rest).
+    room: int
+
+    def step(self, generated: Sequence[int], remaining: int) -> StepContext:
+        """The context of the next decoding step after ``generated`` new tokens."""
+        story = [*self.opening, *generated]
+        return step_context(self.header, story, remaining, self.room, self.note)
+
+
 def build_context(
     header_ids: Sequence[int],
     story_ids: Sequence[int],
@@ -69,11 +135,8 @@ def build_context(
     note_ids: Sequence[int] = (),
 ) -> list[int]:
     """Header + the last ``keep`` story tokens, with the author's note inserted near the end."""
-    tail = list(story_ids[len(story_ids) - keep :]) if keep > 0 else []
-    if note_ids:
-        at = max(0, len(tail) - AUTHORS_NOTE_DEPTH)
-        tail = tail[:at] + list(note_ids) + tail[at:]
-    return [*header_ids, *tail]
+    before, after = _split_story(story_ids, keep, note_ids)
+    return [*header_ids, *before, *note_ids, *after]
 
 
 class TokenSink:

@@ -7,27 +7,31 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taleforge.config import MODES, ModelConfig, SamplingParams, make_sampling
 from taleforge.errors import ConfigError
-from taleforge.generate import decoding
 from taleforge.generate.backends import Backend, DecodeStep, open_backend, open_model
 from taleforge.generate.bans import Backtracker, phrase_bans
+from taleforge.generate.decoding import EncodedRequest
+from taleforge.generate.lore import Lorebook, LoreSelection, as_lorebook
 from taleforge.generate.postprocess import (
     find_stop,
     finish_text,
     stream_safe_length,
     stream_tail,
 )
-from taleforge.generate.prompts import ChatMessage, PromptPlan, plan_prompt
+from taleforge.generate.prompts import ChatMessage, PromptPlan, authors_note_text, plan_prompt
 from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
 from taleforge.generate.vocabulary import SamplerTokens, SamplerVocabulary
 from taleforge.genres import GenreChoice, choose_genre, normalize_genre, split_leading_tag
 from taleforge.models import LoadedModel
+
+if TYPE_CHECKING:
+    from taleforge.generate.context import ContextPreview
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,8 @@ class StoryRequest:
     memory: str = ""
     authors_note: str = ""
     history: tuple[ChatMessage, ...] = ()
+    #: The story's lorebook: entries its keys bring into the context after the memory.
+    lorebook: Lorebook | None = None
 
 
 def story_texts(
@@ -289,7 +295,8 @@ class StoryGenerator:
 
         Args:
             prompt: The idea, writing prompt, text to continue, or chat message.
-            **options: ``mode``, ``genre``, ``memory``, ``authors_note``, ``history`` and any
+            **options: ``mode``, ``genre``, ``memory``, ``authors_note``, ``history``,
+                ``lorebook`` (a :class:`Lorebook` or its JSON form) and any
                 :class:`SamplingParams` field (``temperature=0.9``, ``seed=7``, ...).
         """
         return self.stream(prompt, **options).result
@@ -303,6 +310,7 @@ class StoryGenerator:
         memory: str = "",
         authors_note: str = "",
         history: Sequence[ChatMessage] = (),
+        lorebook: Lorebook | Mapping[str, Any] | None = None,
         **sampling: Any,
     ) -> StoryStream:
         """Start writing and return a stream of text chunks (see :class:`StoryStream`)."""
@@ -313,6 +321,7 @@ class StoryGenerator:
             memory=memory,
             authors_note=authors_note,
             history=history,
+            lorebook=lorebook,
             **sampling,
         )
         return StoryStream(self, request)
@@ -326,6 +335,7 @@ class StoryGenerator:
         memory: str = "",
         authors_note: str = "",
         history: Sequence[ChatMessage] = (),
+        lorebook: Lorebook | Mapping[str, Any] | None = None,
         **sampling: Any,
     ) -> StoryRequest:
         """Validate a request without generating (errors say what to change)."""
@@ -343,7 +353,14 @@ class StoryGenerator:
         params = make_sampling(self.sampling, **sampling)
         self.sampler_tokens(params)  # a token id outside the vocabulary is an error now
         return StoryRequest(
-            prompt, mode, genre, params, memory, authors_note, tuple(dict(t) for t in history)
+            prompt,
+            mode,
+            genre,
+            params,
+            memory,
+            authors_note,
+            tuple(dict(t) for t in history),
+            as_lorebook(lorebook),
         )
 
     @cached_property
@@ -356,8 +373,24 @@ class StoryGenerator:
         ids (raises :class:`ConfigError` for a token id the model does not have)."""
         return self.vocabulary.sampler_tokens(params)
 
-    def plan(self, request: StoryRequest) -> PromptPlan:
-        """Format a request for this model (pure; shown by ``--json`` as formatted_prompt)."""
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model (as lorebook budgets count them)."""
+        return len(self._encode(text, special=False))
+
+    def select_lore(self, request: StoryRequest) -> LoreSelection:
+        """The lorebook entries the request's text (the prompt; in continue mode the
+        manuscript) brings into the context, within the lorebook's budget."""
+        if request.lorebook is None:
+            return LoreSelection()
+        return request.lorebook.triggered(request.prompt, self.count_tokens)
+
+    def plan(self, request: StoryRequest, lore: LoreSelection | None = None) -> PromptPlan:
+        """Format a request for this model (pure; shown by ``--json`` as formatted_prompt).
+
+        ``lore``: the triggered lorebook entries (default: :meth:`select_lore`).
+        """
+        if lore is None:
+            lore = self.select_lore(request)
         metadata = self.model.metadata
         render = None
         if self.model.has_chat_template:
@@ -396,6 +429,7 @@ class StoryGenerator:
             template=metadata.template,
             genre_tags=metadata.genre_tags,
             memory=request.memory,
+            lore=lore.texts,
             authors_note=request.authors_note,
             history=request.history,
             render_chat=render,
@@ -421,6 +455,53 @@ class StoryGenerator:
     def _encode(self, text: str, *, special: bool) -> list[int]:
         return list(self.model.tokenizer(text, add_special_tokens=special)["input_ids"])
 
+    def _encode_request(self, request: StoryRequest, plan: PromptPlan) -> EncodedRequest:
+        """``plan`` in token ids, and the room it leaves for the story.
+
+        Raises:
+            ConfigError: The header and note leave too little room for the story.
+        """
+        header_ids = self._encode(plan.header, special=not plan.chat)
+        opening_ids = self._encode(plan.opening, special=False) if plan.opening else []
+        note = "" if plan.chat else authors_note_text(request.authors_note)
+        note_ids = self._encode(note, special=False) if note else []
+        room = self.context_length - len(header_ids) - len(note_ids)
+        if room < max(8, self.context_length // 4):
+            raise ConfigError(
+                f"the prompt, memory, lorebook entries and author's note take "
+                f"{len(header_ids) + len(note_ids)} tokens of the model's "
+                f"{self.context_length}-token window: shorten them (or lower the lorebook's "
+                "budget)"
+            )
+        return EncodedRequest(header_ids, opening_ids, note_ids, room)
+
+    def context_preview(self, prompt: str, **options: Any) -> ContextPreview:
+        """What the first decoding step of a request sends to the model, part by part.
+
+        Args:
+            prompt: As :meth:`stream`.
+            **options: As :meth:`stream` (``mode``, ``memory``, ``authors_note``,
+                ``lorebook``, ``max_new_tokens``, ...).
+
+        Raises:
+            ConfigError: As :meth:`make_request`, or the request does not fit the window.
+        """
+        from taleforge.generate.context import describe_context
+
+        request = self.make_request(prompt, **options)
+        lore = self.select_lore(request)
+        plan = self.plan(request, lore)
+        encoded = self._encode_request(request, plan)
+        return describe_context(
+            self.model.tokenizer,
+            plan,
+            encoded.step((), request.params.max_new_tokens),
+            lore,
+            opening_ids=encoded.opening,
+            window=self.context_length,
+            lore_budget=0 if request.lorebook is None else request.lorebook.budget,
+        )
+
     def _write_one(
         self,
         request: StoryRequest,
@@ -433,18 +514,7 @@ class StoryGenerator:
     ) -> Story:
         tokenizer, params = self.model.tokenizer, request.params
         started = time.perf_counter()
-        header_ids = self._encode(plan.header, special=not plan.chat)
-        opening_ids = self._encode(plan.opening, special=False) if plan.opening else []
-        note_ids: list[int] = []
-        if request.authors_note.strip() and not plan.chat:
-            note = f"\n[Author's note: {request.authors_note.strip()}]\n"
-            note_ids = self._encode(note, special=False)
-        room = self.context_length - len(header_ids) - len(note_ids)
-        if room < max(8, self.context_length // 4):
-            raise ConfigError(
-                f"the prompt, memory and author's note take {len(header_ids) + len(note_ids)} "
-                f"tokens of the model's {self.context_length}-token window: shorten them"
-            )
+        encoded = self._encode_request(request, plan)
         eos_ids = set(self.backend.eos_token_ids)
         sampler_tokens = self.sampler_tokens(params)
 
@@ -494,15 +564,12 @@ class StoryGenerator:
         rng = self.backend.new_rng(seed)
         finish: FinishReason = "length"
         shifts = 0
-        prompt_tokens = len(header_ids) + len(opening_ids)
+        prompt_tokens = len(encoded.header) + len(encoded.opening)
         while len(generated) < params.max_new_tokens:
-            story_ids = opening_ids + generated
-            keep, step = decoding.window_plan(
-                len(story_ids), params.max_new_tokens - len(generated), room
-            )
-            if keep < len(story_ids):
+            window = encoded.step(generated, params.max_new_tokens - len(generated))
+            if window.kept < len(encoded.opening) + len(generated):
                 shifts += 1
-            context = decoding.build_context(header_ids, story_ids, keep, note_ids)
+            context, step = window.ids, window.new_tokens
             step_params = params
             taken_back = backtrack.forbidden.get(len(generated)) if backtrack else None
             if taken_back:  # after a rewind: one token, never one that began a ban here

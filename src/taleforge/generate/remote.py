@@ -36,8 +36,9 @@ from taleforge.config import ModelConfig, SamplingParams
 from taleforge.errors import ConfigError, ModelLoadError, TaleforgeError
 from taleforge.generate import decoding
 from taleforge.generate.generator import StoryGenerator, StoryRequest, story_texts
+from taleforge.generate.lore import LoreSelection
 from taleforge.generate.postprocess import find_stop, stream_safe_length, stream_tail
-from taleforge.generate.prompts import SYSTEM_PROMPT, ChatMessage, PromptPlan
+from taleforge.generate.prompts import ChatMessage, PromptPlan, authors_note_text, system_prompt
 from taleforge.generate.result import FinishReason, Story, StreamChunk
 from taleforge.generate.vocabulary import SamplerTokens
 from taleforge.genres import GenreChoice
@@ -45,6 +46,8 @@ from taleforge.models import LoadedModel
 
 if TYPE_CHECKING:
     from openai import OpenAI
+
+    from taleforge.generate.context import ContextPreview
 
 log = logging.getLogger(__name__)
 
@@ -229,11 +232,39 @@ class RemoteStoryGenerator(StoryGenerator):
         finds DRY's sequence breakers in its own vocabulary."""
         return SamplerTokens(bias=self.vocabulary.bias(params))
 
-    def plan(self, request: StoryRequest) -> PromptPlan:
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes: by the model's tokenizer when it is here, else estimated
+        (about four characters a token, as in English BPE vocabularies)."""
+        if self.model.tokenizer is None:
+            return -(-len(text) // 4)
+        return super().count_tokens(text)
+
+    def plan(self, request: StoryRequest, lore: LoreSelection | None = None) -> PromptPlan:
         if request.mode == "chat" and not self._local_chat:
             # No chat template here: the server's chat API applies its own.
             return PromptPlan(header="", opening="", chat=True, genre=GenreChoice(None, "none"))
-        return super().plan(request)
+        return super().plan(request, lore)
+
+    def context_preview(self, prompt: str, **options: Any) -> ContextPreview:
+        """As :meth:`StoryGenerator.context_preview`, for the window of a server that slides
+        it as taleforge does (another taleforge server), with the model's tokenizer here.
+
+        Raises:
+            ConfigError: The model's tokenizer is not available here, or chat is formatted
+                by the server (its context is not known here).
+        """
+        if self.model.tokenizer is None:
+            raise ConfigError(
+                f"the context preview needs the model's tokenizer here: set model.spec to "
+                f"a local copy or hub id of '{self.remote_model}' (the server builds its own "
+                "context)"
+            )
+        if options.get("mode") == "chat" and not self._local_chat:
+            raise ConfigError(
+                "the context preview of chat needs the model's chat template here: the "
+                "server formats chat itself"
+            )
+        return super().context_preview(prompt, **options)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -251,10 +282,9 @@ class RemoteStoryGenerator(StoryGenerator):
 
     def _prompt_text(self, request: StoryRequest, plan: PromptPlan) -> str:
         """The text the server continues: header, opening and (text models) author's note."""
-        note = request.authors_note.strip()
-        if not note or plan.chat:
+        note_text = authors_note_text(request.authors_note)
+        if not note_text or plan.chat:
             return plan.header + plan.opening
-        note_text = f"\n[Author's note: {note}]\n"
         tokenizer = self.model.tokenizer
         if tokenizer is None:
             return plan.header + plan.opening + note_text
@@ -265,9 +295,8 @@ class RemoteStoryGenerator(StoryGenerator):
         return plan.header + str(tokenizer.decode(story))
 
     def _messages(self, request: StoryRequest) -> list[ChatMessage]:
-        memory = request.memory.strip()
         note = request.authors_note.strip()
-        system = SYSTEM_PROMPT + (f"\n\nKeep in mind: {memory}" if memory else "")
+        system, _ = system_prompt(request.memory.strip(), self.select_lore(request).texts)
         user = request.prompt + (f"\n\nAuthor's note: {note}" if note else "")
         return [
             {"role": "system", "content": system},

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Literal, Protocol
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from taleforge.config import MODES, SamplingParams, optional_fields
 from taleforge.errors import ConfigError
+from taleforge.generate.lore import Lorebook
 from taleforge.generate.result import GenerationResult, Story, StreamChunk
 from taleforge.serve.api_errors import APIError, as_api_error
 from taleforge.serve.limits import limit_generation
 from taleforge.serve.registry import BusyError, ModelRegistry, UnknownModelError
-from taleforge.serve.sanitize import CleanText, TextTooLong, check_request_length
+from taleforge.serve.sanitize import CleanText, TextTooLong, check_request_length, clean_json
 from taleforge.serve.streaming import chunks, collect, generation
 
 __all__ = ["SAMPLING_NAMES", "APIError", "GenerateRequest", "build_router"]
@@ -127,6 +130,27 @@ class GenerateRequest(
     )
     memory: CleanText = Field("", description="Kept in context however long the story grows.")
     authors_note: CleanText = Field("", description="Steering text placed near the end of context.")
+    lorebook: Lorebook | None = Field(
+        None,
+        description="World info: entries whose keys appear in the prompt's end are read "
+        "after the memory, within the lorebook's token budget.",
+    )
+
+    @field_validator("lorebook", mode="before")
+    @classmethod
+    def _clean_lorebook(cls, value: Any) -> Any:
+        return clean_json(value) if isinstance(value, dict) else value
+
+    def options(self, max_new_tokens: int) -> dict[str, Any]:
+        """The generator's options: the sampling parameters given (their length within the
+        server's ``max_new_tokens``) and the request's mode, genre, memory, note, lorebook."""
+        options = self.sampling(max_new_tokens)
+        options.update(
+            mode=self.mode, genre=self.genre, memory=self.memory, authors_note=self.authors_note
+        )
+        if self.lorebook is not None:
+            options["lorebook"] = self.lorebook
+        return options
 
 
 # -- generating for HTTP ---------------------------------------------------------------------
@@ -287,11 +311,7 @@ def build_router(registry: ModelRegistry) -> APIRouter:
         ``{"text": ...}`` per chunk, then ``{"done": true, "story": {...}}``."""
         if body.mode not in MODES:  # pragma: no cover - the Literal already guards it
             raise APIError(422, f"unknown mode {body.mode}", "invalid_request_error", "mode")
-        options = body.sampling(limits.max_new_tokens)
-        options.update(
-            mode=body.mode, genre=body.genre, memory=body.memory, authors_note=body.authors_note
-        )
-        job = Job(body.prompt, options)
+        job = Job(body.prompt, body.options(limits.max_new_tokens))
         check_length(limits.max_prompt_chars, job)
         if body.stream:
             return await stream_response(registry, body.model, [job], _StoryEvents())
@@ -301,6 +321,26 @@ def build_router(registry: ModelRegistry) -> APIRouter:
             "text": GenerationResult(done.stories).text,
             "stories": [_story_json(s) for s in done.stories],
         }
+
+    @router.post("/api/context", tags=["taleforge"])
+    async def context(body: GenerateRequest) -> dict[str, Any]:
+        """What the model reads for this request (the body of ``/api/generate``) at its first
+        step, part by part: ``parts`` (``kind``: instructions, memory, lore, story or note;
+        ``name``, ``text``, ``tokens``), the model's ``window``, the ``total`` tokens, those
+        ``reserved`` for new text, the ``dropped_chars`` of the story's beginning outside
+        the window, and the triggered lorebook entries over its budget (``skipped_lore``)."""
+        job = Job(body.prompt, body.options(limits.max_new_tokens))
+        check_length(limits.max_prompt_chars, job)
+        try:
+            spec = registry.resolve(body.model)
+            # Off the event loop: loading a model and tokenizing a manuscript are CPU work.
+            generator = await anyio.to_thread.run_sync(registry.get, spec)
+            preview = await anyio.to_thread.run_sync(
+                partial(generator.context_preview, job.prompt, **job.options)
+            )
+        except (UnknownModelError, ConfigError) as exc:
+            raise as_api_error(exc) from None
+        return {"model": spec, **preview.to_dict()}
 
     router.include_router(build_openai_router(registry, limited))
     return router

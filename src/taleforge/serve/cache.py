@@ -9,7 +9,8 @@ never cached: the writer asked for a new story.
 The key is a SHA-256 of everything that shapes the story: the model's identity (its spec
 and the names, sizes and modification times of its files, so a retrained model is a
 different model), the generation-relevant config, the prompt, mode, genre, memory,
-author's note, chat history and every sampling parameter after defaults are applied.
+author's note, chat history, lorebook and every sampling parameter after defaults are
+applied.
 
 Layers, fastest first: an in-memory LRU of ``serve.cache_size`` entries, then Redis when
 ``serve.redis_url`` / ``$TALEFORGE_REDIS_URL`` is set (several server processes share it),
@@ -33,6 +34,7 @@ from cachetools import LRUCache
 from taleforge import __version__
 from taleforge.config import SamplingParams, TaleforgeConfig, make_sampling
 from taleforge.errors import TaleforgeError
+from taleforge.generate.lore import as_lorebook
 from taleforge.generate.result import Story, StreamChunk
 from taleforge.serve.limits import redis_url
 from taleforge.serve.metrics import ServerMetrics
@@ -45,7 +47,8 @@ log = logging.getLogger(__name__)
 
 #: Bumped when the recording format or the key changes: old entries are then never hit.
 #: 2: a stream ends with the tail it held back as the possible start of a stop sequence.
-CACHE_FORMAT = 2
+#: 3: the key holds the lorebook (its entries can change the story).
+CACHE_FORMAT = 3
 #: Rows the database layer keeps, per entry of the in-memory cache (least recently used go).
 DATABASE_ROWS_PER_MEMORY_ENTRY = 20
 #: How long Redis keeps an entry after it was written.
@@ -58,6 +61,7 @@ REQUEST_DEFAULTS: dict[str, Any] = {
     "memory": "",
     "authors_note": "",
     "history": (),
+    "lorebook": None,
 }
 
 
@@ -355,6 +359,11 @@ class GenerationCache:
             return None  # the generation reports the invalid parameter
         request = {name: options.get(name, default) for name, default in REQUEST_DEFAULTS.items()}
         request["history"] = [dict(turn) for turn in request["history"]]
+        try:
+            lorebook = as_lorebook(request["lorebook"])
+        except TaleforgeError:
+            return None  # the generation reports the invalid lorebook
+        request["lorebook"] = None if lorebook is None else lorebook.model_dump(mode="json")
         description = {
             "format": CACHE_FORMAT,
             "taleforge": __version__,

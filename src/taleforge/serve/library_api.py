@@ -23,7 +23,7 @@ from taleforge.serve.api import APIError
 from taleforge.serve.api_errors import invalid_body
 from taleforge.serve.auth import account_of, check_api_csrf, csrf_token
 from taleforge.serve.context import AppContext
-from taleforge.serve.sanitize import CleanText, TextTooLong, check_length, clean_text
+from taleforge.serve.sanitize import CleanText, TextTooLong, check_length, clean_json, clean_text
 from taleforge.store import LibraryError, StoryNotFound
 from taleforge.store.export import FORMATS, as_of, export_story, filename
 from taleforge.store.library import HEAD, MAX_TITLE
@@ -249,7 +249,7 @@ def build_library_router(ctx: AppContext) -> APIRouter:
     async def put_lorebook(request: Request, id: int, body: Lorebook) -> dict[str, Any]:
         """Replace the story's lorebook (not a version of the text)."""
         try:  # its texts cleaned like every stored text, then checked again
-            lorebook = Lorebook.model_validate(_cleaned(body.model_dump()))
+            lorebook = Lorebook.model_validate(clean_json(body.model_dump()))
         except ValidationError as exc:
             raise invalid_body(RequestValidationError(exc.errors()), Lorebook) from None
         story = await call(library.set_lorebook, account_of(request), story_id(id), lorebook)
@@ -309,17 +309,6 @@ def build_library_router(ctx: AppContext) -> APIRouter:
         return {"revoked": True, "id": token_id}
 
     return router
-
-
-def _cleaned(value: Any) -> Any:
-    """``value`` (parsed JSON) with every string passed through :func:`clean_text`."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {key: _cleaned(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_cleaned(item) for item in value]
-    return value
 
 
 def _summary(story: Any) -> dict[str, Any]:

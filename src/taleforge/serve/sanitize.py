@@ -51,6 +51,18 @@ def clean_text(text: str) -> str:
 CleanText = Annotated[str, AfterValidator(clean_text)]
 
 
+def clean_json(value: Any) -> Any:
+    """``value`` (parsed JSON) with every string in it passed through :func:`clean_text`
+    (for a nested body, such as a lorebook, cleaned before it is validated)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {key: clean_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(item) for item in value]
+    return value
+
+
 def check_length(
     text: str | int, limit: int, field: str, setting: str = "max_prompt_chars"
 ) -> None:

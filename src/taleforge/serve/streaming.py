@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
+import anyio
 import anyio.to_thread
 
 from taleforge.generate import StoryGenerator, StoryStream
@@ -75,7 +77,11 @@ async def generation(
             return
     with registry.admit(spec):
         generator: StoryGenerator = await anyio.to_thread.run_sync(registry.get, spec)
-        stream = RecordingStream(generator.stream(prompt, **options))
+        # Off the event loop too: planning scans the lorebook and tokenizes its entries.
+        # Shielded: a stream that started is always cancelled by the ``finally`` below.
+        with anyio.CancelScope(shield=True):
+            started = await anyio.to_thread.run_sync(partial(generator.stream, prompt, **options))
+        stream = RecordingStream(started)
         if cache is not None:
             cache.count_generation(spec)
         try:
