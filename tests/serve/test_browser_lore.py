@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from live_apps import APPS
-from test_browser_hostile import paste
 from test_browser_manuscript import finished, set_length, status, wait_for
 
 pytestmark = pytest.mark.integration
@@ -64,6 +63,14 @@ def received(lore_studio: str, tiny_chat_model_dir: Path) -> Iterator[list[str]]
         del backend.decode
 
 
+def type_in(page: Any, selector: str, text: str) -> None:
+    """Fill a text box as typing does (Gradio's textbox reports its input on key events:
+    the last character is typed)."""
+    page.fill(selector, text[:-1])
+    page.press(selector, "End")
+    page.keyboard.type(text[-1])
+
+
 def viewer(page: Any) -> str:
     return str(page.inner_text("#context-box"))
 
@@ -77,8 +84,8 @@ def test_a_triggered_entry_is_in_the_viewer_and_the_request_within_the_budget(
         page.goto(lore_studio)
         page.wait_for_selector("#story textarea")
         page.fill("#title input, #title textarea", "Harbour Lights")
-        paste(page, "#lorebook textarea", LOREBOOK)
-        paste(page, "#story textarea", "The boat came in at dawn. Mira jumped onto the pier.")
+        type_in(page, "#lorebook textarea", LOREBOOK)
+        type_in(page, "#story textarea", "The boat came in at dawn. Mira jumped onto the pier.")
         page.click("#context")  # the viewer updates while it is open
         wait_for(lambda: MIRA in viewer(page), 60, "Mira's entry in the viewer", page)
         assert "lore · Mira" in viewer(page)
@@ -92,7 +99,9 @@ def test_a_triggered_entry_is_in_the_viewer_and_the_request_within_the_budget(
         # both triggered, a budget for one: the first listed goes in, the other is named
         time.sleep(0.5)
         text = page.input_value("#story textarea")
-        paste(page, "#story textarea", text + " Up on the cape, Orrin watched the boat.")
+        type_in(page, "#story textarea", text + " Up on the cape, Orrin watched the boat.")
+        marked = page.locator("#fresh")
+        wait_for(lambda: not marked.inner_text().strip(), 10, "an edit to end the mark", page)
         wait_for(lambda: ORRIN in viewer(page), 60, "Orrin's entry in the viewer", page)
         page.fill("#lore-budget input[type=number]", "64")
         page.press("#lore-budget input[type=number]", "Enter")

@@ -198,3 +198,30 @@ def test_saving_only_control_characters_says_the_story_is_empty(studio):
         asyncio.run(studio.save(doc, doc.text, "save", Request()))
     assert asyncio.run(studio.save(doc, doc.text, "edit", Request())) is None
     assert len(library_of(studio)) == before
+
+
+def test_the_lorebook_box_goes_into_the_step_and_the_story(studio):
+    lore = "Mira, the smuggler: Mira owes the harbour master money.\n/d[rw]agons?/: Scales."
+    doc = Doc(key=new_doc(), title="Harbour", text="Mira jumped onto the pier.", lore=lore)
+    prompt, options = studio.next_step(doc, KNOBS)
+    assert prompt == doc.text and options["mode"] == "continue"
+    assert [e.name for e in options["lorebook"].entries] == ["Mira", "/d[rw]agons?/"]
+    record = asyncio.run(studio.save(doc, doc.text, "edit", Request()))
+    account = studio.ctx.accounts.local_user()
+    assert studio.ctx.library.get(account, record.id).lorebook == options["lorebook"]
+    # opened again, the box reads as it was typed
+    _, view = asyncio.run(studio.open(record.id, Request()))
+    assert view.lore == lore and view.lore_budget == options["lorebook"].budget
+    # a line without text is refused, naming the line
+    with pytest.raises(gr.Error, match="lorebook line 2"):
+        studio.next_step(replace(doc, lore="Mira: a smuggler\nOrrin"), KNOBS)
+
+
+def test_the_context_view_shows_the_triggered_entry_only(studio):
+    lore = "Mira: Mira owes the harbour master money.\nOrrin: Orrin keeps the lighthouse."
+    doc = Doc(key=new_doc(), text="The boat came in. Mira", lore=lore, memory="A port town.")
+    shown = asyncio.run(studio.context(doc, KNOBS))
+    assert "owes the harbour master" in shown and "keeps the lighthouse" not in shown
+    assert "lore · Mira" in shown and "memory" in shown
+    empty = asyncio.run(studio.context(Doc(key=new_doc()), KNOBS))
+    assert "Nothing to continue yet" in empty

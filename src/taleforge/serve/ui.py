@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+from starlette.concurrency import run_in_threadpool
 
 from taleforge.config import field_bounds, slider_range
 from taleforge.errors import TaleforgeError
@@ -431,15 +432,6 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         draft_event = draft_btn.click(
             stepped("pick"), {*page, drafts}, outputs, concurrency_limit=None
         )
-        # an edit ends the mark of the last step's new text (in the page: no round trip)
-        story.input(None, None, [fresh], js="() => ''")
-        story.input(
-            lambda text, model_id: counts(text, registry.tokenizer(model_id)),
-            [story, model],
-            [count_line],
-            trigger_mode="always_last",
-        )
-
         # -- the context viewer: recomputed while it is open, as the writer types -------
         context_open = gr.State(False)
 
@@ -449,12 +441,27 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             document, knobs = read(data)
             return await studio.context(document, knobs)
 
+        async def on_typed(data: dict[Any, Any]) -> Any:
+            """The manuscript changed by hand: the counter follows, the mark of the last
+            step's new text ends, the context viewer follows. (One handler: a textbox with
+            two input listeners left the first one pending in the page.)"""
+            text = data.get(story) or ""
+            line = await run_in_threadpool(counts, text, registry.tokenizer(data.get(model)))
+            return line, "", await on_context(data)
+
         context_inputs: set[Any] = {*doc_parts, *knob_parts, context_open}
         context_box.expand(lambda: True, None, [context_open]).then(
             on_context, context_inputs, [context_view]
         )
         context_box.collapse(lambda: False, None, [context_open])
-        for typed in (story, memory, note, lore):
+        story.input(
+            on_typed,
+            context_inputs,
+            [count_line, fresh, context_view],
+            trigger_mode="always_last",
+            show_progress="hidden",
+        )
+        for typed in (memory, note, lore):
             typed.input(
                 on_context,
                 context_inputs,
