@@ -515,3 +515,24 @@ def test_banned_phrases_never_appear_in_the_streamed_or_the_final_text(generator
         assert finish_text(streamed, stops=(), trim=False)[0] == written
         changed += written != free[seed]
     assert changed >= 10
+
+
+def test_the_alternatives_to_a_word_are_the_models_next_tokens(generator):
+    # the likeliest alternative is the token greedy decoding writes there, on every backend
+    choices = generator.alternatives(PROMPT, top=5, mode="continue")
+    assert len(choices) == 5
+    probabilities = [c.probability for c in choices]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert 0 < sum(probabilities) <= 1.0001
+    first = story(
+        generator, mode="continue", **{**GREEDY, "max_new_tokens": 1, "min_new_tokens": 1}
+    )
+    assert first.token_ids[0] == choices[0].token_id
+
+
+def test_the_alternatives_agree_on_both_backends(tiny_generator, llama_generator):
+    ours = tiny_generator.alternatives(PROMPT, top=5, mode="continue")
+    theirs = llama_generator.alternatives(PROMPT, top=5, mode="continue")
+    assert [c.token_id for c in ours] == [c.token_id for c in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.probability == pytest.approx(b.probability, abs=1e-3)

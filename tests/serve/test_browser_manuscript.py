@@ -254,3 +254,50 @@ def test_a_novel_length_manuscript_saves_reopens_and_continues(page, tiny_studio
     close_toasts(page)
     assert f"at most {limit:,}" in refusal and "shorten it" in refusal, refusal
     assert len(versions_of(tiny_studio, made["id"])["versions"]) == len(versions)
+
+
+def test_a_clicked_word_shows_the_models_alternatives_and_continues_from_one(page, tiny_studio):
+    before = len(stories(tiny_studio))
+    page.fill("#title input, #title textarea", "Other Words")
+    page.fill("#prompt textarea", "The fox looked at the moon and")
+    set_length(page, 24)
+    page.check("#full-length input")
+    page.click("#write-btn")
+    wait_for(finished(page), 120, "the draft", page)
+    draft = text_of(page)
+    words = page.locator("#fresh .tok")
+    assert words.count() > 3
+    third = words.nth(3)
+    at = int(str(third.get_attribute("data-at")))
+    third.click()
+    options = page.locator("#word-pick label")
+    wait_for(lambda: options.count() == 8, 60, "the model's alternatives", page)
+    label = options.nth(1).inner_text()  # the second likeliest: “ word” · 12.3%
+    assert "%" in label
+    token = label[label.index("“") + 1 : label.rindex("”")]
+    options.nth(1).click()
+    done = status(page)
+    page.click("#word-btn")
+    wait_for(finished(page, done), 120, "the branch from that word", page)
+    branched = text_of(page)
+    assert branched.startswith(draft[:at] + token) and branched != draft
+    settle(tiny_studio, page)
+    (made,) = stories(tiny_studio)[before:]
+    tree = versions_of(tiny_studio, made["id"])["versions"]
+    texts = [v["text"] for v in tree]
+    assert draft in texts and branched in texts  # the draft it branched from is kept
+
+
+def test_chapters_are_listed_and_new_chapter_adds_the_next(page):
+    text = "It began in the rain.\n\n# Chapter 1\n\nThe road.\n\nChapter Two: The Sea\nWaves"
+    page.fill("#story textarea", text[:-1])
+    page.press("#story textarea", "End")
+    page.keyboard.type(text[-1])  # the textbox reports typing on key events
+    page.click("#chapters")
+    items = page.locator("#outline-list .chapter")
+    wait_for(lambda: items.count() == 3, 30, "the chapter list", page)
+    assert "Chapter Two: The Sea" in items.nth(2).inner_text()
+    page.click("#chapter-btn")
+    wait_for(lambda: text_of(page).rstrip().endswith("# Chapter 3"), 30, "a new chapter", page)
+    wait_for(lambda: items.count() == 4, 30, "the new chapter listed", page)
+    assert text_of(page).startswith(text)

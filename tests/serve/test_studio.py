@@ -225,3 +225,42 @@ def test_the_context_view_shows_the_triggered_entry_only(studio):
     assert "lore · Mira" in shown and "memory" in shown
     empty = asyncio.run(studio.context(Doc(key=new_doc()), KNOBS))
     assert "Nothing to continue yet" in empty
+
+
+def test_chapters_are_found_by_their_headings_and_new_chapter_numbers_the_next():
+    from taleforge.serve.studio import chapters, next_chapter, render_outline
+
+    text = (
+        "It began in the rain.\n\n# Chapter 1\n\nOne two three.\n\n"
+        "Chapter Two: The Road\nPart of me wanted to stay.\n\nPrologue <b>"
+    )
+    found = chapters(text)
+    assert [c.title for c in found] == [
+        "(opening)",
+        "Chapter 1",
+        "Chapter Two: The Road",
+        "Prologue <b>",
+    ]
+    assert [c.words for c in found] == [5, 3, 6, 0]  # "Part of me …" is prose, not a part
+    assert all(text[c.start :].startswith(("It", "#", "Chapter", "Prologue")) for c in found)
+    assert next_chapter(text).endswith("Prologue <b>\n\n# Chapter 4\n\n")
+    assert "&lt;b&gt;" in render_outline(text) and "<b>" not in render_outline(text)
+    assert "No chapters yet" in render_outline("Just prose.")
+
+
+def test_a_clicked_word_branches_beside_the_draft_it_replaces(studio):
+    doc = Doc(key=new_doc(), title="Branch", prompt="The fox looked at the moon and")
+    doc = apply(doc, run(studio.write(doc, KNOBS, Request())))
+    draft = doc.text
+    at = len("The fox looked")
+    choices = asyncio.run(studio.alternatives(doc, at, KNOBS))
+    assert len(choices) == 8 and all("%" in label for label, _ in choices)
+    token = choices[1][1]
+    doc = apply(doc, run(studio.continue_from(doc, at, token, KNOBS, Request())))
+    assert doc.text.startswith(draft[:at] + token) and doc.text != draft
+    tree = {v.number: v for v in tree_of(studio, doc.story_id)}
+    branch = tree[tree[doc.head].parent]  # the text up to the chosen word
+    assert branch.text == draft[:at] + token
+    assert branch.parent is None and any(v.text == draft for v in tree.values())
+    with pytest.raises(gr.Error, match="click a word"):
+        asyncio.run(studio.alternatives(doc, len(doc.text) + 5, KNOBS))

@@ -25,7 +25,13 @@ from taleforge.generate.postprocess import (
     stream_tail,
 )
 from taleforge.generate.prompts import ChatMessage, PromptPlan, authors_note_text, plan_prompt
-from taleforge.generate.result import FinishReason, GenerationResult, Story, StreamChunk
+from taleforge.generate.result import (
+    FinishReason,
+    GenerationResult,
+    Story,
+    StreamChunk,
+    TokenChoice,
+)
 from taleforge.generate.vocabulary import SamplerTokens, SamplerVocabulary
 from taleforge.genres import GenreChoice, choose_genre, normalize_genre, split_leading_tag
 from taleforge.models import LoadedModel
@@ -501,6 +507,29 @@ class StoryGenerator:
             window=self.context_length,
             lore_budget=0 if request.lorebook is None else request.lorebook.budget,
         )
+
+    def alternatives(self, prompt: str, top: int = 8, **options: Any) -> list[TokenChoice]:
+        """The model's ``top`` likeliest next tokens after a request's context (the one the
+        first decoding step of ``prompt`` with these options would read: memory, lore, the
+        window of the story), in its own distribution, before any sampler; an end of the
+        story is left out. What the studio shows when the writer clicks a word.
+
+        Raises:
+            ConfigError: As :meth:`make_request`; the backend cannot show them.
+        """
+        import math
+
+        request = self.make_request(prompt, **options)
+        plan = self.plan(request, self.select_lore(request))
+        encoded = self._encode_request(request, plan)
+        context = encoded.step((), request.params.max_new_tokens).ids
+        eos = set(self.backend.eos_token_ids)
+        choices = []
+        for token, logprob in self.backend.next_token_logprobs(context, top + len(eos)):
+            text = str(self.model.tokenizer.decode([token], skip_special_tokens=True))
+            if token not in eos and text:
+                choices.append(TokenChoice(text, token, math.exp(logprob)))
+        return choices[:top]
 
     def _write_one(
         self,

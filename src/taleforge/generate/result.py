@@ -66,6 +66,15 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class TokenChoice:
+    """One token the model could write next: its text, id and probability."""
+
+    text: str
+    token_id: int
+    probability: float
+
+
+@dataclass(frozen=True)
 class StreamChunk:
     """A piece of streamed text for story number ``index``."""
 

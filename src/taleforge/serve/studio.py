@@ -57,6 +57,8 @@ _PER_STEP = ("max_new_tokens", "min_new_tokens", "seed", "stop", "num_stories")
 MODES = ("story", "writing-prompt", "continue", "poem", "dialogue")
 #: Alternatives one Retry may write at once.
 MAX_ALTERNATIVES = 4
+#: The model's next tokens shown for a clicked word.
+ALTERNATIVE_TOKENS = 8
 #: Documents whose story id a server remembers (the oldest are forgotten first).
 _DOCUMENTS = 10_000
 #: Never set: a field of a :class:`View` left as it is on the page.
@@ -420,9 +422,12 @@ class Studio:
             yield view
 
     async def continue_(
-        self, doc: Doc, knobs: Knobs, request: gr.Request | None
+        self, doc: Doc, knobs: Knobs, request: gr.Request | None, *, parent: Any = HEAD
     ) -> AsyncIterator[View]:
-        """Append to the manuscript (with a prompt and no manuscript yet: Write)."""
+        """Append to the manuscript (with a prompt and no manuscript yet: Write).
+
+        ``parent``: the version the manuscript as it is now grows from (by default the one
+        shown; a word's alternative branches off where the step it replaces began)."""
         text = self.check_manuscript(doc.text)
         if not text.strip():
             if doc.prompt.strip():
@@ -432,7 +437,7 @@ class Studio:
             raise gr.Error("there is nothing to continue: write a prompt, or type the first lines")
         await self.runs.pause(session_of(request))  # one generation at a time per writer
         # the manuscript as it is now (edits included) is a version: the new part its child
-        record = await self.save(doc, text, "edit", request)
+        record = await self.save(doc, text, "edit", request, parent=parent)
         assert record is not None
         doc = replace(doc, story_id=record.id, head=record.head, title=record.title)
         head, tail = _tail(text, self.limits.max_prompt_chars // 2)
@@ -446,6 +451,46 @@ class Studio:
         }
         yield View(story_id=record.id, head=record.head, title=record.title)
         async for view in self._generate(doc, step, request):
+            yield view
+
+    async def alternatives(self, doc: Doc, offset: int, knobs: Knobs) -> list[tuple[str, str]]:
+        """What the model would have written instead of the word at ``offset`` of the
+        manuscript: (label with its probability, token text), likeliest first."""
+        text = doc.text or ""
+        if not 0 < offset <= len(text):
+            raise gr.Error("click a word of the new text (the manuscript changed meanwhile)")
+        before = self.check_manuscript(text[:offset])
+        prompt = _tail(before, self.limits.max_prompt_chars // 2)[1]
+        options = self._options(doc, knobs, "continue")
+        try:
+            generator = await run_in_threadpool(self.registry.get, doc.model or None)
+            choices = await run_in_threadpool(
+                lambda: generator.alternatives(prompt, ALTERNATIVE_TOKENS, **options)
+            )
+        except AttributeError:  # a remote model: its server keeps its distribution
+            raise gr.Error("this model does not show its alternatives (a remote model)") from None
+        except TaleforgeError as exc:
+            raise gr.Error(str(exc)) from None
+        return [(f"“{c.text}” · {c.probability:.1%}", c.text) for c in choices]
+
+    async def continue_from(
+        self,
+        doc: Doc,
+        offset: int,
+        token: str,
+        knobs: Knobs,
+        request: gr.Request | None,
+    ) -> AsyncIterator[View]:
+        """The manuscript up to ``offset`` with ``token`` instead of what followed, written
+        on from there: a branch beside the draft it replaces (both stay in the tree)."""
+        if not token:
+            raise gr.Error("pick one of the alternatives first")
+        here = next(
+            (v for v in await self.tree(doc.story_id, request) if v.number == doc.head), None
+        )
+        parent = here.parent if here is not None else HEAD
+        text = (doc.text or "")[:offset] + token
+        async for view in self.continue_(replace(doc, text=text), knobs, request, parent=parent):
             yield view
 
     async def retry(
@@ -621,6 +666,66 @@ class Studio:
         return str(self.ctx.exports.write(f"{slug}{fmt}", body.encode("utf-8")))
 
 
+#: A chapter's (or a scene's) heading: a Markdown heading, "Chapter 3", "Part Two: The
+#: Road", "Prologue" (a number or a number word after Chapter/Part/Book: "Part of me …" is
+#: prose).
+_NUMBER = r"(?:\d+|[ivxlc]+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+_HEADING = re.compile(
+    rf"^(?:#{{1,3}}[ \t]+\S.*|(?:chapter|part|book)[ \t]+{_NUMBER}\b[^\n.!?]{{0,60}}"
+    r"|(?:prologue|epilogue)\b[^\n.!?]{0,60})$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One chapter of a manuscript: its heading, where it starts, how long it is."""
+
+    title: str
+    start: int
+    words: int
+
+
+def chapters(text: str) -> list[Chapter]:
+    """The manuscript's chapters, by their headings (the text before the first heading, if
+    any, is the opening)."""
+    found = [(m.start(), m.group().lstrip("#").strip()) for m in _HEADING.finditer(text)]
+    if not found or text[: found[0][0]].strip():
+        found.insert(0, (0, "(opening)"))
+    ends = [start for start, _ in found[1:]] + [len(text)]
+    result = []
+    for (start, title), end in zip(found, ends, strict=True):
+        body = text[start:end]
+        if title != "(opening)":  # the heading's own line is not the chapter's text
+            body = body.partition("\n")[2]
+        result.append(Chapter(title[:80], start, len(body.split())))
+    return result
+
+
+def next_chapter(text: str) -> str:
+    """The manuscript with a new chapter's heading at its end."""
+    number = sum(1 for c in chapters(text) if c.title != "(opening)") + 1
+    joiner = "\n\n" if text.strip() else ""
+    return f"{text.rstrip()}{joiner}# Chapter {number}\n\n"
+
+
+def render_outline(text: str) -> str:
+    """The chapters as a list to jump to (HTML, every title escaped); nothing for a
+    manuscript without headings."""
+    found = chapters(text)
+    if len(found) < 2:
+        return (
+            "<p class='outline-empty'>No chapters yet: a line like “# Chapter 2” or "
+            "“Chapter Two: The Road” starts one (New chapter adds it).</p>"
+        )
+    rows = "".join(
+        f"<li class='chapter' data-at='{c.start}'>{html.escape(c.title)} · "
+        f"<span class='chapter-words'>{c.words:,} words</span></li>"
+        for c in found
+    )
+    return f"<ol id='outline-list'>{rows}</ol>"
+
+
 #: How much of the step's new text, and of the text before it, the mark shows.
 _FRESH_CHARS, _BEFORE_CHARS = 3_000, 200
 
@@ -631,14 +736,22 @@ def render_fresh(before: str, new: str) -> str:
     edits the manuscript or starts another step."""
     if not new.strip():
         return ""
-    shown = new if len(new) <= _FRESH_CHARS else "…" + new[-_FRESH_CHARS:]
+    start = len(before) + max(0, len(new) - _FRESH_CHARS)  # where the shown part begins
+    shown = new[start - len(before) :]
     lead = before[-_BEFORE_CHARS:]
     lead = ("…" if len(before) > _BEFORE_CHARS else "") + lead
+    # each word (with the space before it) is a button: its offset in the manuscript
+    spans = []
+    for match in re.finditer(r"\s*\S+|\s+", shown):
+        at = start + match.start()
+        spans.append(f"<span class='tok' data-at='{at}'>{html.escape(match.group())}</span>")
     words = len(new.split())
     return (
         f"<div id='fresh-text'><div class='fresh-label'>new in the last step · {words:,} "
-        f"words (marked until you edit or continue)</div><span class='fresh-before'>"
-        f"{html.escape(lead)}</span><mark class='fresh-new'>{html.escape(shown)}</mark></div>"
+        f"words (marked until you edit or continue; click a word for the model's "
+        f"alternatives)</div><span class='fresh-before'>{html.escape(lead)}</span>"
+        f"{'…' if start > len(before) else ''}<mark class='fresh-new'>{''.join(spans)}</mark>"
+        "</div>"
     )
 
 

@@ -35,6 +35,8 @@ from taleforge.serve.studio import (
     View,
     counts,
     new_doc,
+    next_chapter,
+    render_outline,
 )
 
 CSS = """
@@ -42,6 +44,9 @@ CSS = """
                   line-height: 1.6; }
 #status { min-height: 1.5em; color: var(--body-text-color-subdued); }
 #drafts-tree .draft { font-size: 0.9rem; padding: 1px 0; }
+#outline-list .chapter { cursor: pointer; padding: 1px 0; }
+#outline-list .chapter:hover { text-decoration: underline; }
+#outline-list .chapter-words { color: var(--body-text-color-subdued); font-size: 0.85rem; }
 #drafts-tree .head { font-weight: bold; }
 #drafts-tree .draft-end { color: var(--body-text-color-subdued); }
 .ctx-bar { display: inline-block; height: 10px; }
@@ -51,9 +56,12 @@ CSS = """
                            color: var(--body-text-color-subdued); }
 #fresh-text .fresh-before { color: var(--body-text-color-subdued); }
 #fresh-text mark { background: #fff3b0; color: inherit; }
+#fresh-text .tok { cursor: pointer; }
+#fresh-text .tok:hover { text-decoration: underline; }
 .dark #fresh-text mark { background: #5a4a00; }
 .ctx-text { white-space: pre-wrap; font-size: 0.85rem; }
 .focus-mode #settings-col, .focus-mode #studio-header, .focus-mode #drafts,
+.focus-mode #chapters, .focus-mode #context, .focus-mode #word-alternatives,
 .focus-mode #write-extras { display: none !important; }
 .focus-mode #story textarea { font-size: 1.2rem; max-width: 46em; margin: auto; }
 """
@@ -69,6 +77,27 @@ JS = """
   });
 }
 """
+
+#: In the mark of the last step's new text: a click on a word asks for the model's
+#: alternatives there (the word's offset in the manuscript).
+_WORD_CLICK_JS = (
+    "element.addEventListener('click', (event) => { const word = event.target.closest('.tok'); "
+    "if (word) { trigger('click', {offset: Number(word.dataset.at)}); } });"
+)
+
+#: In the chapter list: a click puts the manuscript's caret at that chapter, in view.
+_CHAPTER_JUMP_JS = (
+    "element.addEventListener('click', (event) => { const chapter = "
+    "event.target.closest('.chapter'); if (!chapter) return; const text = "
+    "document.querySelector('#story textarea'); const at = Number(chapter.dataset.at); "
+    "text.focus(); text.setSelectionRange(at, at); text.scrollTop = Math.max(0, "
+    "text.scrollHeight * at / Math.max(1, text.value.length) - 40); });"
+)
+_CARET_AT_END_JS = (
+    "() => { const text = document.querySelector('#story textarea'); text.focus(); "
+    "text.setSelectionRange(text.value.length, text.value.length); "
+    "text.scrollTop = text.scrollHeight; }"
+)
 
 #: Browser-side: a fresh document key (New story). Not crypto.randomUUID: that needs HTTPS
 #: on any host but localhost.
@@ -136,7 +165,16 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                         buttons=["copy"],
                     )
                     count_line = gr.Markdown(counts(""), elem_id="counts")
-                    fresh = gr.HTML("", elem_id="fresh")
+                    fresh = gr.HTML("", elem_id="fresh", js_on_load=_WORD_CLICK_JS)
+                    with gr.Row(elem_id="word-alternatives"):
+                        word_pick = gr.Radio(
+                            [],
+                            label="The model's alternatives for the word you clicked",
+                            scale=4,
+                            elem_id="word-pick",
+                        )
+                        word_btn = gr.Button("Continue from this word", scale=1, elem_id="word-btn")
+                    word_at = gr.State(None)  # where the clicked word begins
                     with gr.Row():
                         save_btn = gr.Button("Save", scale=1, elem_id="save-btn")
                         new_btn = gr.Button("New story", scale=1, elem_id="new-btn")
@@ -146,6 +184,11 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                         "Stories are saved to your Library after every step.",
                         elem_id="save-status",
                     )
+                    with gr.Accordion("Chapters", open=False, elem_id="chapters"):
+                        outline = gr.HTML(
+                            render_outline(""), elem_id="outline", js_on_load=_CHAPTER_JUMP_JS
+                        )
+                        chapter_btn = gr.Button("New chapter", elem_id="chapter-btn")
                     with gr.Accordion("Drafts (the story's tree)", open=False, elem_id="drafts"):
                         tree = gr.HTML("", elem_id="tree")
                         with gr.Row():
@@ -293,7 +336,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                 "lore_budget": lore_budget,
                 "fresh": fresh,
             }
-            outputs = [*targets.values(), reopen]
+            outputs = [*targets.values(), reopen, outline]
 
             open_outputs = [*outputs, tabs, prompt, mode, genre]
 
@@ -358,6 +401,8 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             values = [changed.get(name, gr.skip()) for name in targets]
             sid = changed.get("story_id")
             values.append(sid if sid else gr.skip())  # the story a reload reopens
+            text = changed.get("text")
+            values.append(render_outline(text) if isinstance(text, str) else gr.skip())
             return values
 
         def streamed(action: str) -> Any:
@@ -369,6 +414,11 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                         views = studio.write(document, knobs, request)
                     elif action == "continue":
                         views = studio.continue_(document, knobs, request)
+                    elif action == "word":
+                        at, token = data.get(word_at), data.get(word_pick)
+                        if at is None or not token:
+                            raise gr.Error("click a word of the new text, then pick an alternative")
+                        views = studio.continue_from(document, int(at), token, knobs, request)
                     else:
                         views = studio.retry(document, knobs, previous or {}, request)
                     async for view in views:
@@ -406,6 +456,25 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         )
         page: set[Any] = {*doc_parts}
         generate_inputs: set[Any] = {*doc_parts, *knob_parts, last}
+
+        async def on_word(data: dict[Any, Any], event: gr.EventData) -> Any:
+            document, knobs = read(data)
+            at = int(getattr(event, "offset", -1))
+            choices = await studio.alternatives(document, at, knobs)
+            word = document.text[at:].split(maxsplit=1)[:1]
+            label = f"Instead of “{word[0]}”, the model could write" if word else None
+            return gr.Radio(choices=choices, value=None, label=label), at
+
+        fresh.click(on_word, {*doc_parts, *knob_parts}, [word_pick, word_at])
+        word_event = word_btn.click(
+            streamed("word"),
+            {*generate_inputs, word_at, word_pick},
+            outputs,
+            concurrency_limit=None,
+        )
+        word_event.then(
+            lambda: (gr.Radio(choices=[], value=None), None), None, [word_pick, word_at]
+        )
         write_event = write_btn.click(
             streamed("write"), generate_inputs, outputs, api_name="write", concurrency_limit=None
         )
@@ -447,7 +516,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             two input listeners left the first one pending in the page.)"""
             text = data.get(story) or ""
             line = await run_in_threadpool(counts, text, registry.tokenizer(data.get(model)))
-            return line, "", await on_context(data)
+            return line, "", await on_context(data), render_outline(text)
 
         context_inputs: set[Any] = {*doc_parts, *knob_parts, context_open}
         context_box.expand(lambda: True, None, [context_open]).then(
@@ -457,7 +526,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         story.input(
             on_typed,
             context_inputs,
-            [count_line, fresh, context_view],
+            [count_line, fresh, context_view, outline],
             trigger_mode="always_last",
             show_progress="hidden",
         )
@@ -472,6 +541,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         for moved in (lore_budget, length, model, mode):
             moved.change(on_context, context_inputs, [context_view], show_progress="hidden")
         for event in (
+            word_event,
             write_event,
             continue_event,
             retry_event,
@@ -510,7 +580,15 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             [doc, story_id, head, title, story, prompt, save_status, tree, last, lore, fresh],
             js=f"() => [({_NEW_DOC_JS})(), null, null, '', '', '', "
             "'New story: write a prompt, or type its first lines.', '', {}, '', '']",
-        ).then(lambda: (counts(""), None), None, [count_line, reopen])
+        ).then(lambda: (counts(""), None, render_outline("")), None, [count_line, reopen, outline])
+
+        def on_chapter(data: dict[Any, Any]) -> Any:
+            document, _ = read(data)
+            text = next_chapter(document.text)
+            return show(View(text=text, counts=counts(text), fresh=""))
+
+        # the heading goes in; the writer types on (or Continues) below it
+        chapter_btn.click(on_chapter, page, outputs).then(None, js=_CARET_AT_END_JS)
         focus_btn.click(None, js="() => { document.body.classList.toggle('focus-mode') }")
         dark_btn.click(None, js="() => { document.body.classList.toggle('dark') }")
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from taleforge.config import SamplingParams
+from taleforge.errors import ConfigError
 from taleforge.generate.vocabulary import SamplerTokens
 
 
@@ -79,6 +80,12 @@ class Backend(ABC):
         """Generate after ``step.context``; returns the new tokens (an end-of-sequence id
         last when the model ended the story)."""
 
+    def next_token_logprobs(self, context: Sequence[int], top: int) -> list[tuple[int, float]]:
+        """The ``top`` likeliest next tokens after ``context`` and their log-probabilities
+        in the model's own distribution (before any sampler), likeliest first. Waits for
+        the model like a story does."""
+        raise ConfigError(f"the {self.name} backend does not show the model's alternatives")
+
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Free what the backend holds (native memory, threads)."""
 
@@ -131,3 +138,12 @@ class Places:
         with self._ready:
             self._free.append(place)
             self._ready.notify_all()
+
+
+def top_logprobs(logits: Any, top: int) -> list[tuple[int, float]]:
+    """The ``top`` likeliest token ids of one row of logits (a torch tensor) with their
+    log-probabilities, likeliest first."""
+    import torch
+
+    values, ids = torch.log_softmax(logits.float(), -1).topk(max(1, min(top, logits.shape[-1])))
+    return [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,6 +14,7 @@ from taleforge.generate.backends.base import (
     OnToken,
     Places,
     ShouldStop,
+    top_logprobs,
     wait_for,
 )
 from taleforge.generate.sampling import logits_processors
@@ -63,6 +64,13 @@ class TransformersBackend(Backend):
 
         torch.manual_seed(seed)
         return None
+
+    def next_token_logprobs(self, context: Sequence[int], top: int) -> list[tuple[int, float]]:
+        import torch
+
+        with self.reserve(threading.Event()), torch.inference_mode():
+            logits = self.model.model(input_ids=torch.tensor([list(context)])).logits[0, -1]
+            return top_logprobs(logits.float(), top)
 
     def decode(
         self,

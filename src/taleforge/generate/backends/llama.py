@@ -143,6 +143,14 @@ class LlamaCppBackend(Backend):
                 raise item
             return list(sequence.tokens)
 
+    def next_token_logprobs(self, context: Any, top: int) -> list[tuple[int, float]]:
+        slots = [self._places.take() for _ in range(self.parallel)]  # the whole model
+        try:
+            return self.engine.next_token_logprobs(list(context), top)
+        finally:
+            for slot in slots:
+                self._places.give(slot)  # type: ignore[arg-type]  # never None without cancel
+
     def token_logprobs(self, tokens: list[int]) -> list[float]:
         """Log-probabilities of ``tokens[1:]`` (for perplexity); waits for a free model."""
         slots = [self._places.take() for _ in range(self.parallel)]

@@ -290,6 +290,38 @@ class LlamaEngine:
 
     # -- scoring (perplexity) ---------------------------------------------------------------
 
+    def next_token_logprobs(self, tokens: list[int], top: int) -> list[tuple[int, float]]:
+        """The ``top`` likeliest tokens after ``tokens`` (log-probabilities, before any
+        sampler). Runs on slot 0 outside the engine thread: call it only while no story is
+        written (the backend holds every place)."""
+        import llama_cpp
+        import numpy as np
+        import torch
+
+        from taleforge.generate.backends.base import top_logprobs
+
+        if not tokens or len(tokens) > self.context_per_slot:
+            raise BackendError(f"{len(tokens)} tokens: give 1 to {self.context_per_slot}")
+        self._forget(0)
+        batch = self._batch.batch
+        try:
+            for start in range(0, len(tokens), self.batch_tokens):
+                chunk = tokens[start : start + self.batch_tokens]
+                batch.n_tokens = len(chunk)
+                for offset, token in enumerate(chunk):
+                    batch.token[offset] = token
+                    batch.pos[offset] = start + offset
+                    batch.seq_id[offset][0] = 0
+                    batch.n_seq_id[offset] = 1
+                    batch.logits[offset] = start + offset == len(tokens) - 1
+                if llama_cpp.llama_decode(self._context.ctx, batch) != 0:
+                    raise BackendError("llama.cpp could not read the text")
+            pointer = llama_cpp.llama_get_logits_ith(self._context.ctx, len(chunk) - 1)
+            row = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+        finally:
+            self._forget(0)
+        return top_logprobs(torch.from_numpy(row), top)
+
     def token_logprobs(self, tokens: list[int]) -> list[float]:
         """Log-probability of each token after the first given the ones before it.
 
