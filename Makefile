@@ -6,7 +6,7 @@ STAMP := $(VENV)/.taleforge-installed
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: setup run story test test-fast lint format typecheck bench bench-train bench-decoding cliche-list mlflow-ui story-model clean
+.PHONY: setup run story test test-fast lint format typecheck screenshot bench bench-train bench-decoding cliche-list mlflow-ui story-model clean
 
 # The venv is (re)installed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -49,6 +49,10 @@ format: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy src
+
+## screenshot: the README's picture of the studio (Chromium, the default story model)
+screenshot: setup
+	$(PY) scripts/screenshot.py --output docs/img/studio.png
 
 ## bench: speed, quality and memory per backend (about 30 minutes); JSON in benchmarks/results/
 bench: setup
