@@ -75,17 +75,27 @@ def set_length(page: Any, tokens: int) -> None:
     page.press("#length input[type=number]", "Enter")
 
 
-def test_pause_does_not_make_a_second_story(page, tiny_studio):
-    before = len(stories(tiny_studio))
-    page.fill("#prompt textarea", "A clockmaker's apprentice hears the town hall clock cough")
-    page.fill("#title input, #title textarea", "The Coughing Clock")
+def write_and_pause(page: Any, url: str, title: str, prompt: str) -> None:
+    """Write a long draft and pause it once its first words are in; wait for its save."""
+    page.fill("#title input, #title textarea", title)
+    page.fill("#prompt textarea", prompt)
     set_length(page, 200)
     page.check("#full-length input")
     page.click("#write-btn")
     wait_for(lambda: bool(text_of(page).strip()), 120, "the first words", page)
     page.click("#pause-btn")
     wait_for(lambda: "paused" in status(page) or status(page).startswith("✓"), 60, "pause", page)
-    settle(tiny_studio, page)
+    settle(url, page)
+
+
+def test_pause_does_not_make_a_second_story(page, tiny_studio):
+    before = len(stories(tiny_studio))
+    write_and_pause(
+        page,
+        tiny_studio,
+        "The Coughing Clock",
+        "A clockmaker's apprentice hears the town hall clock cough",
+    )
     made = stories(tiny_studio)[before:]
     assert [s["title"] for s in made] == ["The Coughing Clock"], made
 
@@ -125,15 +135,7 @@ def finished(page: Any, before: str = "") -> Any:
 
 def test_write_pause_continue_retry_undo_new_story_write_makes_two_stories(page, tiny_studio):
     before = len(stories(tiny_studio))
-    page.fill("#title input, #title textarea", "The Salt Road")
-    page.fill("#prompt textarea", "Two sisters walk the salt road to the sea")
-    set_length(page, 200)
-    page.check("#full-length input")
-    page.click("#write-btn")
-    wait_for(lambda: bool(text_of(page).strip()), 120, "the first words", page)
-    page.click("#pause-btn")
-    wait_for(lambda: "paused" in status(page) or status(page).startswith("✓"), 60, "pause", page)
-    settle(tiny_studio, page)
+    write_and_pause(page, tiny_studio, "The Salt Road", "Two sisters walk the salt road to the sea")
     assert len(stories(tiny_studio)) == before + 1, "Write and Pause make one story"
 
     set_length(page, 24)

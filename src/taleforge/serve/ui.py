@@ -113,6 +113,18 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
     served = registry.sampling
     model_ids = [m.id for m in registry.offered()]
 
+    def length_slider(label: str, elem_id: str) -> gr.Slider:
+        """New tokens per step, up to the server's limit; the server's default first."""
+        top = limits.max_new_tokens
+        return gr.Slider(
+            min(16, top),
+            max(top, 2),
+            min(served.max_new_tokens, top),
+            step=8,
+            label=label,
+            elem_id=elem_id,
+        )
+
     with gr.Blocks(title="taleforge — co-writing studio") as ui:
         with gr.Row(elem_id="studio-header"):
             gr.Markdown("## taleforge · co-writing studio")
@@ -235,14 +247,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                         for name, label in SLIDERS.items()
                         for low, high, step in [slider_range(name)]
                     )
-                    length = gr.Slider(
-                        min(16, limits.max_new_tokens),
-                        max(limits.max_new_tokens, 2),
-                        min(served.max_new_tokens, limits.max_new_tokens),
-                        step=8,
-                        label="Tokens per step",
-                        elem_id="length",
-                    )
+                    length = length_slider("Tokens per step", "length")
                     alternatives = gr.Slider(
                         1,
                         MAX_ALTERNATIVES,
@@ -309,14 +314,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                         elem_id="chat-model",
                         allow_custom_value=False,
                     )
-                    chat_length = gr.Slider(
-                        min(16, limits.max_new_tokens),
-                        max(limits.max_new_tokens, 2),
-                        min(served.max_new_tokens, limits.max_new_tokens),
-                        step=8,
-                        label="Reply length (tokens)",
-                        elem_id="chat-length",
-                    )
+                    chat_length = length_slider("Reply length (tokens)", "chat-length")
                     insert_btn = gr.Button("Insert last reply into the story", elem_id="insert-btn")
                 chat_status = gr.Markdown("", elem_id="chat-status")
 

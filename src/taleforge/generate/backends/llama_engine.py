@@ -290,6 +290,22 @@ class LlamaEngine:
 
     # -- scoring (perplexity) ---------------------------------------------------------------
 
+    def _read(self, chunk: list[int], start: int, logits: Callable[[int], bool]) -> None:
+        """Decode ``chunk`` (positions from ``start``) into slot 0's sequence, keeping the
+        logits of the positions ``logits`` names."""
+        import llama_cpp
+
+        batch = self._batch.batch
+        batch.n_tokens = len(chunk)
+        for offset, token in enumerate(chunk):
+            batch.token[offset] = token
+            batch.pos[offset] = start + offset
+            batch.seq_id[offset][0] = 0
+            batch.n_seq_id[offset] = 1
+            batch.logits[offset] = logits(start + offset)
+        if llama_cpp.llama_decode(self._context.ctx, batch) != 0:
+            raise BackendError("llama.cpp could not read the text")
+
     def next_token_logprobs(self, tokens: list[int], top: int) -> list[tuple[int, float]]:
         """The ``top`` likeliest tokens after ``tokens`` (log-probabilities, before any
         sampler). Runs on slot 0 outside the engine thread: call it only while no story is
@@ -303,19 +319,11 @@ class LlamaEngine:
         if not tokens or len(tokens) > self.context_per_slot:
             raise BackendError(f"{len(tokens)} tokens: give 1 to {self.context_per_slot}")
         self._forget(0)
-        batch = self._batch.batch
         try:
+            last = len(tokens) - 1
             for start in range(0, len(tokens), self.batch_tokens):
                 chunk = tokens[start : start + self.batch_tokens]
-                batch.n_tokens = len(chunk)
-                for offset, token in enumerate(chunk):
-                    batch.token[offset] = token
-                    batch.pos[offset] = start + offset
-                    batch.seq_id[offset][0] = 0
-                    batch.n_seq_id[offset] = 1
-                    batch.logits[offset] = start + offset == len(tokens) - 1
-                if llama_cpp.llama_decode(self._context.ctx, batch) != 0:
-                    raise BackendError("llama.cpp could not read the text")
+                self._read(chunk, start, lambda position: position == last)
             pointer = llama_cpp.llama_get_logits_ith(self._context.ctx, len(chunk) - 1)
             row = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
         finally:
@@ -334,19 +342,10 @@ class LlamaEngine:
         if len(tokens) > self.context_per_slot:
             raise BackendError(f"{len(tokens)} tokens exceed the window {self.context_per_slot}")
         self._forget(0)
-        batch = self._batch.batch
         scores: list[float] = []
         for start in range(0, len(tokens), self.batch_tokens):
             chunk = tokens[start : start + self.batch_tokens]
-            batch.n_tokens = len(chunk)
-            for offset, token in enumerate(chunk):
-                batch.token[offset] = token
-                batch.pos[offset] = start + offset
-                batch.seq_id[offset][0] = 0
-                batch.n_seq_id[offset] = 1
-                batch.logits[offset] = True
-            if llama_cpp.llama_decode(self._context.ctx, batch) != 0:
-                raise BackendError("llama.cpp could not score the text")
+            self._read(chunk, start, lambda position: True)
             pointer = llama_cpp.llama_get_logits(self._context.ctx)
             rows = np.ctypeslib.as_array(pointer, shape=(len(chunk), self.n_vocab))
             targets = tokens[start + 1 : start + len(chunk) + 1]
