@@ -163,13 +163,24 @@ def chat_turn(page: Any, message: str, turn: int) -> str:
     return str(bots.nth(turn - 1).inner_text().strip())
 
 
-def test_chat_two_turns(page):
-    set_length(page, 60)  # the reply length is the Write tab's
+def test_chat_two_turns_then_the_reply_goes_into_the_story(page):
     page.get_by_role("tab", name="Chat").click()
+    page.fill("#chat-length input[type=number]", "60")  # the chat's own reply length
+    page.press("#chat-length input[type=number]", "Enter")
     first = chat_turn(page, "Write a short poem about the sea.", 1)
     shot(page, "5-chat-1")
-    second = chat_turn(page, "Make it darker.", 2)
+    second = chat_turn(page, "Make it <b>darker</b>.", 2)
     shot(page, "6-chat-2")
     users = page.locator("#chatbot [data-testid=user]")
-    assert users.count() == 2 and "darker" in users.nth(1).inner_text()
+    # a message is shown as typed: markup in it is text, not formatting
+    assert users.count() == 2 and "Make it <b>darker</b>." in users.nth(1).inner_text()
     assert first and second and first != second
+    page.click("#insert-btn")
+    page.wait_for_selector("#story textarea", state="visible")  # back on the Write tab
+    wait_for(
+        lambda: " ".join(page.input_value("#story textarea").split()).endswith(
+            " ".join(second.split())
+        ),
+        30,
+        "the reply in the manuscript",
+    )

@@ -228,7 +228,7 @@ def test_the_context_view_shows_the_triggered_entry_only(studio):
 
 
 def test_chapters_are_found_by_their_headings_and_new_chapter_numbers_the_next():
-    from taleforge.serve.studio import chapters, next_chapter, render_outline
+    from taleforge.serve.manuscript import chapters, next_chapter, render_outline
 
     text = (
         "It began in the rain.\n\n# Chapter 1\n\nOne two three.\n\n"

@@ -21,11 +21,11 @@ from taleforge.generate.lore import Lorebook
 from taleforge.genres import GENRES
 from taleforge.serve.context import AppContext
 from taleforge.serve.library_ui import WriteParts, esc
+from taleforge.serve.manuscript import LORE_HELP, counts, next_chapter, render_outline
 from taleforge.serve.registry import ModelRegistry
 from taleforge.serve.streaming import chunks, generation
 from taleforge.serve.studio import (
     LORE_BUDGET,
-    LORE_HELP,
     MAX_ALTERNATIVES,
     MODES,
     SLIDERS,
@@ -33,10 +33,7 @@ from taleforge.serve.studio import (
     Knobs,
     Studio,
     View,
-    counts,
     new_doc,
-    next_chapter,
-    render_outline,
 )
 
 CSS = """
