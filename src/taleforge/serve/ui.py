@@ -10,6 +10,7 @@ written. Everything is saved to the writer's library as it happens. The handlers
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
@@ -602,7 +603,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             history = [{"role": m["role"], "content": _plain(m["content"])} for m in chat]
             text, cleaned = studio.admit(text, {"history": history}, request)
             history = cleaned["history"]
-            chat = [*chat, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+            chat = [*chat, _message("user", text), _message("assistant", "")]
             yield chat, "", f"⏳ {model_id} is thinking …"
             reply = ""
             try:
@@ -617,14 +618,14 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                 ) as (spec, stream):
                     async for chunk in chunks(stream):
                         reply += chunk.text
-                        chat[-1] = {"role": "assistant", "content": reply}
+                        chat[-1] = _message("assistant", reply)
                         yield chat, "", f"✍️ {spec} is writing …"
                     stories = stream.stories
             except TaleforgeError as exc:
                 raise gr.Error(str(exc)) from None
             if stories:
                 done = stories[0]
-                chat[-1] = {"role": "assistant", "content": done.generated_text}
+                chat[-1] = _message("assistant", done.generated_text)
                 yield chat, "", f"✓ {done.generated_tokens} tokens · {done.finish_reason} · {spec}"
 
         chat_io = ([message, chatbot, chat_model, chat_length], [chatbot, message, chat_status])
@@ -671,12 +672,17 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
     return ui
 
 
+def _message(role: str, text: str) -> dict[str, str]:
+    """A chat message as the chatbot shows it: the text exactly as typed or written (the
+    chatbot renders HTML even without Markdown, so markup is escaped: "<b>" stays "<b>")."""
+    return {"role": role, "content": html.escape(text, quote=False)}
+
+
 def _plain(content: Any) -> str:
-    """Chatbot message content as text (Gradio may hand back a list of parts)."""
-    if isinstance(content, str):
-        return content
+    """A chatbot message's text as typed or written (see :func:`_message`); Gradio may hand
+    back a list of parts."""
     if isinstance(content, list):
-        return "".join(
+        content = "".join(
             part.get("text", "") if isinstance(part, dict) else str(part) for part in content
         )
-    return str(content)
+    return html.unescape(str(content))
