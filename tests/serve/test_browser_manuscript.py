@@ -303,3 +303,31 @@ def test_chapters_are_listed_and_new_chapter_adds_the_next(page):
     wait_for(lambda: text_of(page).rstrip().endswith("# Chapter 3"), 30, "a new chapter", page)
     wait_for(lambda: items.count() == 4, 30, "the new chapter listed", page)
     assert text_of(page).startswith(text)
+
+    # Ctrl+Enter in the manuscript continues it; the status is in view at 900 px
+    page.fill("#story textarea", text)
+    set_length(page, 16)
+    page.press("#story textarea", "Control+Enter")
+    wait_for(finished(page), 120, "the continuation Ctrl+Enter asked for", page)
+    assert text_of(page).startswith(text) and len(text_of(page)) > len(text)
+    box = page.locator("#status").bounding_box()
+    assert box is not None and box["y"] + box["height"] < 900
+
+
+def test_stories_with_one_title_are_told_apart_in_the_library(page, tiny_studio):
+    made = [
+        httpx.post(f"{tiny_studio}/api/stories", json={"title": "Twins", "text": text}).json()
+        for text in ("The first twin.", "The second twin, longer by some words.")
+    ]
+    page.click("button[role=tab]:has-text('Library')")
+    page.click("#library-search-btn")
+    cells = page.locator("#library-table").get_by_role("gridcell")
+    wanted = str(made[1]["id"])
+    wait_for(lambda: wanted in [c.strip() for c in cells.all_inner_texts()], 30, "rows", page)
+    at = [c.strip() for c in cells.all_inner_texts()].index(wanted)  # its id cell
+    cells.nth(at).click()
+    selected = page.locator("#library-status")
+    wait_for(lambda: f"#{made[1]['id']}" in selected.inner_text(), 30, "the selection", page)
+    assert "“Twins”" in selected.inner_text() and "7 words" in selected.inner_text()
+    page.click("#open-btn")
+    wait_for(lambda: text_of(page) == made[1]["text"], 30, "the second twin opened", page)

@@ -205,13 +205,21 @@ class StudioLibrary:
             return rows, f"⭐ rated “{esc(record.title)}” {int(score)}/5 — thank you"
 
         async def list_versions(story_id: Any, request: gr.Request) -> Any:
+            """The selected story's versions, and a line saying which story is selected
+            (stories may share a title)."""
             if not story_id:
-                return gr.Dropdown(choices=[], value=None)
+                return gr.Dropdown(choices=[], value=None), ""
             account = await run_in_threadpool(self.account, request)
             try:
+                record = await run_in_threadpool(library.get, account, int(story_id))
                 found = await run_in_threadpool(library.versions, account, int(story_id))
             except StoryNotFound:
-                return gr.Dropdown(choices=[], value=None)
+                return gr.Dropdown(choices=[], value=None), ""
+            line = (
+                f"▶ selected #{record.id} “{esc(record.title)}” · "
+                f"{len(record.text.split()):,} words · {len(found)} drafts · "
+                f"updated {record.updated_at:%Y-%m-%d %H:%M}"
+            )
             choices = [
                 (
                     f"#{v.number} · {v.kind} · {v.words} words · {v.created_at:%Y-%m-%d %H:%M:%S}",
@@ -219,7 +227,7 @@ class StudioLibrary:
                 )
                 for v in reversed(found)
             ]
-            return gr.Dropdown(choices=choices, value=None)
+            return gr.Dropdown(choices=choices, value=None), line
 
         async def restore(story_id: Any, number: Any, request: gr.Request) -> Any:
             account, record = await get(story_id, request)
@@ -240,13 +248,17 @@ class StudioLibrary:
         tab.select(refresh, search_inputs, [table])
         search_btn.click(refresh, search_inputs, [table])
         query.submit(refresh, search_inputs, [table])
-        table.select(selected, [table], [chosen]).then(list_versions, [chosen], [versions])
+        table.select(selected, [table], [chosen]).then(list_versions, [chosen], [versions, status])
         open_btn.click(write.on_open, [chosen], write.outputs)
         delete_btn.click(delete, [chosen, *search_inputs], [table, status, deleted, undo_btn])
         undo_btn.click(undelete, [deleted, *search_inputs], [table, status, deleted, undo_btn])
         rename_btn.click(rename, [chosen, new_title, *search_inputs], [table, status])
         export_btn.click(export, [chosen, fmt], [export_file])
         rate_btn.click(rate, [chosen, stars, comment, *search_inputs], [table, status])
+
+        async def versions_only(story_id: Any, request: gr.Request) -> Any:
+            return (await list_versions(story_id, request))[0]  # the status says "restored"
+
         restore_btn.click(restore, [chosen, versions], [status]).then(
-            list_versions, [chosen], [versions]
+            versions_only, [chosen], [versions]
         )
