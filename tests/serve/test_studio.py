@@ -122,6 +122,8 @@ def test_continue_retry_undo_and_alternatives_move_in_one_tree(studio):
     doc = apply(doc, views)
     continued = doc.text
     assert continued.startswith("The road to the sea was white with salt.")
+    head = {v.number: v for v in tree_of(studio, doc.story_id)}[doc.head]
+    assert head.text == continued  # the page shows what the library keeps
     last = next(v.last for v in reversed(views) if v.last is not View.last)
 
     alternatives = replace(KNOBS, alternatives=3)

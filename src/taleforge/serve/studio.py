@@ -565,6 +565,8 @@ class Studio:
                 if record is not None:
                     doc = replace(doc, story_id=record.id)
             final = texts[0] if texts else shown
+            if record is not None and texts:
+                final = record.text  # the page shows what the library keeps, as it keeps it
             tokenizer = self.registry.tokenizer(spec) if len(final) < 200_000 else None
             given = prefix + base
             view = View(

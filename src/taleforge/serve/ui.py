@@ -486,7 +486,10 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         )
 
         async def on_pause(request: gr.Request) -> Any:
-            return gr.skip() if await studio.pause(request) else "⏸ nothing is being written"
+            # a Pause that comes after the end leaves the step's "✓" line as it is
+            if not await studio.pause(request):
+                gr.Info("nothing is being written")
+            return gr.skip()
 
         # Never queued behind another event; it only asks the generation to stop: the
         # generating handler saves what it wrote and says "paused" itself.
