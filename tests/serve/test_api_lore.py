@@ -7,7 +7,6 @@ The server runs in this process, so what the model receives is read by recording
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,9 @@ CASTLE = {"keys": ["castle"], "text": "The castle is old.", "name": "castle"}
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir: Path, start_server) -> Iterator[str]:
-    overrides = {
-        "model.spec": str(tiny_model_dir),
-        "model.backend": "transformers",
-        "serve.rate_limit_generate": "100000/minute",
-    }
-    with start_server(overrides) as url:
-        yield url
+def server(tiny_server: str) -> str:
+    """The module's server: the tiny GPT-2 on transformers (whose decode the tests record)."""
+    return tiny_server
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from live_apps import APPS
-from test_browser_manuscript import finished, set_length, status, wait_for
+from test_browser_manuscript import finished, set_length, status, type_in, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,14 +61,6 @@ def received(lore_studio: str, tiny_chat_model_dir: Path) -> Iterator[list[str]]
         yield seen
     finally:
         del backend.decode
-
-
-def type_in(page: Any, selector: str, text: str) -> None:
-    """Fill a text box as typing does (Gradio's textbox reports its input on key events:
-    the last character is typed)."""
-    page.fill(selector, text[:-1])
-    page.press(selector, "End")
-    page.keyboard.type(text[-1])
 
 
 def viewer(page: Any) -> str:

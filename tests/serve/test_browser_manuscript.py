@@ -75,13 +75,26 @@ def set_length(page: Any, tokens: int) -> None:
     page.press("#length input[type=number]", "Enter")
 
 
-def write_and_pause(page: Any, url: str, title: str, prompt: str) -> None:
-    """Write a long draft and pause it once its first words are in; wait for its save."""
+def start_write(page: Any, title: str, prompt: str, tokens: int) -> None:
+    """Title, prompt, a draft of exactly ``tokens`` tokens: Write."""
     page.fill("#title input, #title textarea", title)
     page.fill("#prompt textarea", prompt)
-    set_length(page, 200)
+    set_length(page, tokens)
     page.check("#full-length input")
     page.click("#write-btn")
+
+
+def type_in(page: Any, selector: str, text: str) -> None:
+    """Fill a text box as typing does (Gradio's textbox reports its input on key events:
+    the last character is typed)."""
+    page.fill(selector, text[:-1])
+    page.press(selector, "End")
+    page.keyboard.type(text[-1])
+
+
+def write_and_pause(page: Any, url: str, title: str, prompt: str) -> None:
+    """Write a long draft and pause it once its first words are in; wait for its save."""
+    start_write(page, title, prompt, 200)
     wait_for(lambda: bool(text_of(page).strip()), 120, "the first words", page)
     page.click("#pause-btn")
     wait_for(lambda: "paused" in status(page) or status(page).startswith("✓"), 60, "pause", page)
@@ -179,11 +192,7 @@ def test_write_pause_continue_retry_undo_new_story_write_makes_two_stories(page,
 
 def test_retry_alternatives_are_siblings_to_switch_between_reload_and_export(page, tiny_studio):
     before = len(stories(tiny_studio))
-    page.fill("#title input, #title textarea", "Three Doors")
-    page.fill("#prompt textarea", "A house with three front doors")
-    set_length(page, 24)
-    page.check("#full-length input")
-    page.click("#write-btn")
+    start_write(page, "Three Doors", "A house with three front doors", 24)
     wait_for(finished(page), 120, "the first draft", page)
     done = status(page)
     page.fill("#alternatives input[type=number]", "3")
@@ -260,11 +269,7 @@ def test_a_novel_length_manuscript_saves_reopens_and_continues(page, tiny_studio
 
 def test_a_clicked_word_shows_the_models_alternatives_and_continues_from_one(page, tiny_studio):
     before = len(stories(tiny_studio))
-    page.fill("#title input, #title textarea", "Other Words")
-    page.fill("#prompt textarea", "The fox looked at the moon and")
-    set_length(page, 24)
-    page.check("#full-length input")
-    page.click("#write-btn")
+    start_write(page, "Other Words", "The fox looked at the moon and", 24)
     wait_for(finished(page), 120, "the draft", page)
     draft = text_of(page)
     words = page.locator("#fresh .tok")
@@ -292,9 +297,7 @@ def test_a_clicked_word_shows_the_models_alternatives_and_continues_from_one(pag
 
 def test_chapters_are_listed_and_new_chapter_adds_the_next(page):
     text = "It began in the rain.\n\n# Chapter 1\n\nThe road.\n\nChapter Two: The Sea\nWaves"
-    page.fill("#story textarea", text[:-1])
-    page.press("#story textarea", "End")
-    page.keyboard.type(text[-1])  # the textbox reports typing on key events
+    type_in(page, "#story textarea", text)
     page.click("#chapters")
     items = page.locator("#outline-list .chapter")
     wait_for(lambda: items.count() == 3, 30, "the chapter list", page)

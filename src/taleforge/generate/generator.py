@@ -481,6 +481,16 @@ class StoryGenerator:
             )
         return EncodedRequest(header_ids, opening_ids, note_ids, room)
 
+    def _first_step(
+        self, prompt: str, **options: Any
+    ) -> tuple[StoryRequest, LoreSelection, PromptPlan, EncodedRequest]:
+        """A request validated, its lore chosen, planned and encoded, as its first decoding
+        step will read it."""
+        request = self.make_request(prompt, **options)
+        lore = self.select_lore(request)
+        plan = self.plan(request, lore)
+        return request, lore, plan, self._encode_request(request, plan)
+
     def context_preview(self, prompt: str, **options: Any) -> ContextPreview:
         """What the first decoding step of a request sends to the model, part by part.
 
@@ -494,10 +504,7 @@ class StoryGenerator:
         """
         from taleforge.generate.context import describe_context
 
-        request = self.make_request(prompt, **options)
-        lore = self.select_lore(request)
-        plan = self.plan(request, lore)
-        encoded = self._encode_request(request, plan)
+        request, lore, plan, encoded = self._first_step(prompt, **options)
         return describe_context(
             self.model.tokenizer,
             plan,
@@ -519,9 +526,7 @@ class StoryGenerator:
         """
         import math
 
-        request = self.make_request(prompt, **options)
-        plan = self.plan(request, self.select_lore(request))
-        encoded = self._encode_request(request, plan)
+        request, _, _, encoded = self._first_step(prompt, **options)
         context = encoded.step((), request.params.max_new_tokens).ids
         eos = set(self.backend.eos_token_ids)
         choices = []

@@ -204,30 +204,36 @@ class StudioLibrary:
             rows = await refresh(text, genre_name, request)
             return rows, f"⭐ rated “{esc(record.title)}” {int(score)}/5 — thank you"
 
+        def version_choices(found: list[Any]) -> Any:
+            return gr.Dropdown(
+                choices=[
+                    (
+                        f"#{v.number} · {v.kind} · {v.words} words · "
+                        f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+                        v.number,
+                    )
+                    for v in reversed(found)
+                ],
+                value=None,
+            )
+
         async def list_versions(story_id: Any, request: gr.Request) -> Any:
             """The selected story's versions, and a line saying which story is selected
             (stories may share a title)."""
             if not story_id:
-                return gr.Dropdown(choices=[], value=None), ""
+                return version_choices([]), ""
             account = await run_in_threadpool(self.account, request)
             try:
                 record = await run_in_threadpool(library.get, account, int(story_id))
                 found = await run_in_threadpool(library.versions, account, int(story_id))
             except StoryNotFound:
-                return gr.Dropdown(choices=[], value=None), ""
+                return version_choices([]), ""
             line = (
                 f"▶ selected #{record.id} “{esc(record.title)}” · "
                 f"{len(record.text.split()):,} words · {len(found)} drafts · "
                 f"updated {record.updated_at:%Y-%m-%d %H:%M}"
             )
-            choices = [
-                (
-                    f"#{v.number} · {v.kind} · {v.words} words · {v.created_at:%Y-%m-%d %H:%M:%S}",
-                    v.number,
-                )
-                for v in reversed(found)
-            ]
-            return gr.Dropdown(choices=choices, value=None), line
+            return version_choices(found), line
 
         async def restore(story_id: Any, number: Any, request: gr.Request) -> Any:
             account, record = await get(story_id, request)
@@ -257,7 +263,13 @@ class StudioLibrary:
         rate_btn.click(rate, [chosen, stars, comment, *search_inputs], [table, status])
 
         async def versions_only(story_id: Any, request: gr.Request) -> Any:
-            return (await list_versions(story_id, request))[0]  # the status says "restored"
+            """The versions after a restore (the status line says "restored")."""
+            account = await run_in_threadpool(self.account, request)
+            try:
+                found = await run_in_threadpool(library.versions, account, int(story_id))
+            except StoryNotFound:
+                found = []
+            return version_choices(found)
 
         restore_btn.click(restore, [chosen, versions], [status]).then(
             versions_only, [chosen], [versions]

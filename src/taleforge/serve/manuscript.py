@@ -16,14 +16,18 @@ from pydantic import ValidationError
 
 from taleforge.generate.lore import Lorebook, LoreEntry
 
+#: Longest text whose tokens the counter counts (a novel's are not worth the wait).
+COUNTED_CHARS = 200_000
+
 
 def counts(text: str, tokenizer: Any = None) -> str:
-    """The word counter: words, characters and (given the model's tokenizer) tokens."""
+    """The word counter: words, characters and (given the model's tokenizer, for a text of
+    at most :data:`COUNTED_CHARS`) tokens."""
     words = len(re.findall(r"\S+", text))
     line = f"{words:,} words · {len(text):,} characters"
-    if tokenizer is not None:
-        tokens = len(tokenizer(text[-200_000:], add_special_tokens=False)["input_ids"])
-        line += f" · {tokens:,} tokens" if len(text) <= 200_000 else ""
+    if tokenizer is not None and len(text) <= COUNTED_CHARS:
+        tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        line += f" · {tokens:,} tokens"
     return line
 
 

@@ -45,6 +45,7 @@ from taleforge.serve.manuscript import (
     parse_lorebook,
     render_context,
     render_fresh,
+    render_outline,
     render_tree,
 )
 from taleforge.serve.registry import ModelRegistry
@@ -135,6 +136,7 @@ class View:
     lore: Any = KEEP
     lore_budget: Any = KEEP
     fresh: Any = KEEP
+    outline: Any = KEEP
 
     def changed(self) -> dict[str, Any]:
         return {
@@ -189,6 +191,11 @@ class StudioRuns:
 
 def session_of(request: gr.Request | None) -> str:
     return str(getattr(request, "session_hash", None) or "")
+
+
+def _write_mode(doc: Doc) -> str:
+    """The mode a Write drafts in: the document's, where it writes from a prompt."""
+    return doc.mode if doc.mode in MODES and doc.mode != "continue" else "story"
 
 
 def _tail(text: str, chars: int) -> tuple[str, str]:
@@ -335,6 +342,14 @@ class Studio:
             drafts=draft_choices(versions, record.head),
         )
 
+    def text_view(self, text: str, model: str, **changes: Any) -> View:
+        """The page showing ``text`` in full: the manuscript, its counter (tokens of
+        ``model``'s tokenizer, when it is loaded) and its chapters, with ``changes``."""
+        tokenizer = self.registry.tokenizer(model or None)
+        return View(
+            text=text, counts=counts(text, tokenizer), outline=render_outline(text), **changes
+        )
+
     # -- generation -------------------------------------------------------------------------
 
     def sampling(self, knobs: Knobs) -> dict[str, Any]:
@@ -381,15 +396,17 @@ class Studio:
             options["lorebook"] = lorebook
         return options
 
+    def split(self, text: str) -> tuple[str, str]:
+        """(head, tail) of a manuscript: the tail is what a Continue sends the model (half
+        the prompt limit: room for memory, lore and note), the head stays in the page."""
+        return _tail(text, self.limits.max_prompt_chars // 2)
+
     def next_step(self, doc: Doc, knobs: Knobs) -> tuple[str, dict[str, Any]]:
         """The prompt and options the next Continue sends (Write's, with no manuscript)."""
         text = clean_text(doc.text or "")
         if text.strip():
-            return _tail(text, self.limits.max_prompt_chars // 2)[1], self._options(
-                doc, knobs, "continue"
-            )
-        mode = doc.mode if doc.mode in MODES and doc.mode != "continue" else "story"
-        return clean_text(doc.prompt or ""), self._options(doc, knobs, mode)
+            return self.split(text)[1], self._options(doc, knobs, "continue")
+        return clean_text(doc.prompt or ""), self._options(doc, knobs, _write_mode(doc))
 
     async def context(self, doc: Doc, knobs: Knobs) -> str:
         """The context viewer: what the model reads for the next Continue, part by part."""
@@ -410,12 +427,11 @@ class Studio:
         (the earlier drafts stay in its tree)."""
         if not doc.prompt.strip():
             raise gr.Error("write a prompt first: an idea, a writing prompt or a first line")
-        mode = doc.mode if doc.mode in MODES and doc.mode != "continue" else "story"
         step = {
             "prefix": "",
             "base": "",
             "prompt": doc.prompt,
-            "options": self._options(doc, knobs, mode),
+            "options": self._options(doc, knobs, _write_mode(doc)),
             "model": doc.model,
             "parent": None,
         }
@@ -441,7 +457,7 @@ class Studio:
         record = await self.save(doc, text, "edit", request, parent=parent)
         assert record is not None
         doc = replace(doc, story_id=record.id, head=record.head, title=record.title)
-        head, tail = _tail(text, self.limits.max_prompt_chars // 2)
+        head, tail = self.split(text)
         step = {
             "prefix": head,
             "base": tail,
@@ -461,7 +477,7 @@ class Studio:
         if not 0 < offset <= len(text):
             raise gr.Error("click a word of the new text (the manuscript changed meanwhile)")
         before = self.check_manuscript(text[:offset])
-        prompt = _tail(before, self.limits.max_prompt_chars // 2)[1]
+        prompt = self.split(before)[1]
         options = self._options(doc, knobs, "continue")
         try:
             generator = await run_in_threadpool(self.registry.get, doc.model or None)
@@ -567,11 +583,10 @@ class Studio:
             final = texts[0] if texts else shown
             if record is not None and texts:
                 final = record.text  # the page shows what the library keeps, as it keeps it
-            tokenizer = self.registry.tokenizer(spec) if len(final) < 200_000 else None
             given = prefix + base
-            view = View(
-                text=final,
-                counts=counts(final, tokenizer),
+            view = self.text_view(
+                final,
+                spec,
                 status=status,
                 last={**step, "prompt": prompt},
                 fresh=render_fresh(given, final[len(given) :])
@@ -599,16 +614,10 @@ class Studio:
             )
         except StoryNotFound as exc:
             raise gr.Error(str(exc)) from None
-        view = await self.saved_view(record, request)
-        tokenizer = self.registry.tokenizer(doc.model) if len(record.text) < 200_000 else None
+        saved = await self.saved_view(record, request)
         return replace(
-            view,
-            text=record.text,
-            counts=counts(record.text, tokenizer),
-            status=why,
-            saved=f"📖 “{esc(record.title)}” · draft #{record.head}",
-            last={},
-            fresh="",
+            self.text_view(record.text, doc.model, status=why, last={}, fresh=""),
+            **{**saved.changed(), "saved": f"📖 “{esc(record.title)}” · draft #{record.head}"},
         )
 
     async def undo(self, doc: Doc, request: gr.Request | None) -> View:
@@ -643,13 +652,10 @@ class Studio:
             raise gr.Error(str(exc)) from None
         key = new_doc()
         self.remember(key, record.id)
-        view = await self.saved_view(record, request)
-        text = record.text
-        view = replace(
-            view,
-            text=text,
-            counts=counts(text),
-            saved=f"📖 opened “{esc(record.title)}” (draft #{record.head})",
+        saved = await self.saved_view(record, request)
+        view = self.text_view(
+            record.text,
+            record.model or "",
             status="",
             last={},
             fresh="",
@@ -657,7 +663,8 @@ class Studio:
             lore=format_lorebook(record.lorebook),
             lore_budget=record.lorebook.budget,
         )
-        return record, view
+        opened = f"📖 opened “{esc(record.title)}” (draft #{record.head})"
+        return record, replace(view, **{**saved.changed(), "saved": opened})
 
     def export(self, doc: Doc, fmt: str) -> str:
         """The manuscript as a file named after the title (the prompt's first line if none)."""

@@ -331,8 +331,9 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
                 "lore": lore,
                 "lore_budget": lore_budget,
                 "fresh": fresh,
+                "outline": outline,
             }
-            outputs = [*targets.values(), reopen, outline]
+            outputs = [*targets.values(), reopen]
 
             open_outputs = [*outputs, tabs, prompt, mode, genre]
 
@@ -397,8 +398,6 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             values = [changed.get(name, gr.skip()) for name in targets]
             sid = changed.get("story_id")
             values.append(sid if sid else gr.skip())  # the story a reload reopens
-            text = changed.get("text")
-            values.append(render_outline(text) if isinstance(text, str) else gr.skip())
             return values
 
         def streamed(action: str) -> Any:
@@ -584,7 +583,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
         def on_chapter(data: dict[Any, Any]) -> Any:
             document, _ = read(data)
             text = next_chapter(document.text)
-            return show(View(text=text, counts=counts(text), fresh=""))
+            return show(studio.text_view(text, document.model, fresh=""))
 
         # the heading goes in; the writer types on (or Continues) below it
         chapter_btn.click(on_chapter, page, outputs).then(None, js=_CARET_AT_END_JS)
@@ -646,7 +645,7 @@ def build_ui(registry: ModelRegistry, ctx: AppContext) -> gr.Blocks:
             text = document.text.rstrip() + joiner + replies[-1].strip()
             document = Doc(**{**document.__dict__, "text": text})
             record = await studio.save(document, text, "edit", request)
-            view = View(text=text, counts=counts(text), status="📥 the reply is in the story")
+            view = studio.text_view(text, document.model, status="📥 the reply is in the story")
             if record is not None:
                 saved = await studio.saved_view(record, request)
                 view = View(**{**view.__dict__, **saved.changed()})

@@ -143,22 +143,24 @@ class LlamaCppBackend(Backend):
                 raise item
             return list(sequence.tokens)
 
-    def next_token_logprobs(self, context: Any, top: int) -> list[tuple[int, float]]:
-        slots = [self._places.take() for _ in range(self.parallel)]  # the whole model
+    @contextmanager
+    def _whole_model(self) -> Iterator[None]:
+        """Every place at once: the engine's slot 0 is then free for scoring a text."""
+        slots = [self._places.take() for _ in range(self.parallel)]
         try:
-            return self.engine.next_token_logprobs(list(context), top)
+            yield
         finally:
             for slot in slots:
                 self._places.give(slot)  # type: ignore[arg-type]  # never None without cancel
 
+    def next_token_logprobs(self, context: Any, top: int) -> list[tuple[int, float]]:
+        with self._whole_model():
+            return self.engine.next_token_logprobs(list(context), top)
+
     def token_logprobs(self, tokens: list[int]) -> list[float]:
         """Log-probabilities of ``tokens[1:]`` (for perplexity); waits for a free model."""
-        slots = [self._places.take() for _ in range(self.parallel)]
-        try:
+        with self._whole_model():
             return self.engine.token_logprobs(tokens)
-        finally:
-            for slot in slots:
-                self._places.give(slot)  # type: ignore[arg-type]  # never None without cancel
 
     def close(self) -> None:
         self.engine.close()
