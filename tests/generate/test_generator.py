@@ -338,3 +338,23 @@ def test_a_continuation_keeps_the_writers_text_as_typed(opening, written, trim, 
     plan = PromptPlan(header="", opening=opening, chat=False, genre=GenreChoice(None, "none"))
     text = story_texts(written, request, plan, "length")[0]
     assert text == (story if story is not None else opening + written)
+
+
+def test_the_stream_never_shows_characters_the_story_drops(tiny_generator):
+    # a model that writes control characters: the story drops them, and so must the
+    # stream (a page that shows the stream showed them after the story was saved without)
+    control = tiny_generator.model.tokenizer.encode("\x1a")[0]
+    stream = tiny_generator.stream(
+        "The road",
+        mode="continue",
+        temperature=0,
+        max_new_tokens=8,
+        min_new_tokens=8,
+        logit_bias={control: 5.0},
+        trim_to_sentence=False,
+    )
+    streamed = "".join(chunk.text for chunk in stream)
+    story = stream.stories[0]
+    assert control in story.token_ids  # the model did write one
+    assert "\x1a" not in streamed
+    assert streamed.strip() == story.generated_text.strip()

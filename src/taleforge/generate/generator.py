@@ -19,6 +19,7 @@ from taleforge.generate.bans import Backtracker, phrase_bans
 from taleforge.generate.decoding import EncodedRequest
 from taleforge.generate.lore import Lorebook, LoreSelection, as_lorebook
 from taleforge.generate.postprocess import (
+    CONTROL_RE,
     find_stop,
     finish_text,
     stream_safe_length,
@@ -560,6 +561,12 @@ class StoryGenerator:
         def decode(ids: Sequence[int]) -> str:
             return str(tokenizer.decode(ids, skip_special_tokens=True))
 
+        def show(piece: str) -> None:
+            """Stream ``piece`` without the characters the finished story drops."""
+            piece = CONTROL_RE.sub("", piece)
+            if piece:
+                emit(StreamChunk(index, piece))
+
         bans = phrase_bans(params)
         backtrack = Backtracker(bans, decode) if bans else None
         banned_at: int | None = None  # where a banned phrase begins in the new text
@@ -589,7 +596,7 @@ class StoryGenerator:
             if backtrack is not None and not stop_hit:
                 limit = min(limit, backtrack.shown_limit(generated, text))
             if limit > shown:
-                emit(StreamChunk(index, text[shown:limit]))
+                show(text[shown:limit])
                 shown = limit
 
         def should_stop() -> bool:
@@ -647,9 +654,7 @@ class StoryGenerator:
             log.debug("story %d: %d banned phrases taken back", index, backtrack.rewinds)
         if finish in ("eos", "length"):  # the stream ends with the whole text: what was held
             # back (a possible stop sequence or banned phrase that never came) is shown
-            tail = stream_tail(decode(generated), shown)
-            if tail:
-                emit(StreamChunk(index, tail))
+            show(stream_tail(decode(generated), shown))
         return self._finish_story(
             request,
             plan,
