@@ -89,6 +89,14 @@ class ModelConfig(_Section):
     threads: int = Field(
         0, ge=0, le=256, description="CPU threads for llama.cpp; 0 = one per core."
     )
+    context_shift: bool = Field(
+        True,
+        description="llama.cpp on rotary models (SmolLM2, Llama): when a story's window "
+        "slides or a Continue repeats most of the last context, move the cached keys instead "
+        "of reading the text again (a Continue on a long manuscript reads only its new end). "
+        "Moved keys keep a trace of the text that left the window, so after its window moves "
+        "a story can differ from one read afresh; false: always read exactly the window.",
+    )
 
     @field_validator("remote_url")
     @classmethod

@@ -7,7 +7,7 @@ A recording backend wraps the tiny GPT-2's transformers backend and keeps every
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ class RecordingBackend(Backend):
         self.contexts: list[list[int]] = []
 
     @contextmanager
-    def reserve(self, cancel: threading.Event) -> Iterator[Any]:
+    def reserve(self, cancel: threading.Event, hint: Sequence[int] = ()) -> Iterator[Any]:
         with self.inner.reserve(cancel) as slot:
             yield slot
 

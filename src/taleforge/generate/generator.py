@@ -283,6 +283,7 @@ class StoryGenerator:
             parallel=parallel or model.parallel,
             context_length=context_length,
             threads=model.threads,
+            context_shift=model.context_shift,
         )
         return cls(loaded, sampling=sampling, context_length=context_length, backend=backend)
 
@@ -450,14 +451,16 @@ class StoryGenerator:
         base_seed = request.params.seed
         if base_seed is None:
             base_seed = secrets.randbelow(2**31)
-        with self.backend.reserve(cancel) as slot:
+        encoded = self._encode_request(request, plan)
+        first_context = encoded.step((), request.params.max_new_tokens).ids
+        with self.backend.reserve(cancel, first_context) as slot:
             if slot is None:  # cancelled while waiting for the model
                 return
             for index in range(request.params.num_stories):
                 if cancel.is_set():
                     return
                 seed = (base_seed + index) % 2**32
-                yield self._write_one(request, plan, seed, index, cancel, emit, slot)
+                yield self._write_one(request, plan, encoded, seed, index, cancel, emit, slot)
 
     def _encode(self, text: str, *, special: bool) -> list[int]:
         return list(self.model.tokenizer(text, add_special_tokens=special)["input_ids"])
@@ -541,6 +544,7 @@ class StoryGenerator:
         self,
         request: StoryRequest,
         plan: PromptPlan,
+        encoded: EncodedRequest,
         seed: int,
         index: int,
         cancel: threading.Event,
@@ -549,7 +553,6 @@ class StoryGenerator:
     ) -> Story:
         tokenizer, params = self.model.tokenizer, request.params
         started = time.perf_counter()
-        encoded = self._encode_request(request, plan)
         eos_ids = set(self.backend.eos_token_ids)
         sampler_tokens = self.sampler_tokens(params)
 

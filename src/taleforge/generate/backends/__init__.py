@@ -52,6 +52,7 @@ def open_model(
     parallel: int = 1,
     context_length: int | None = None,
     threads: int = 0,
+    context_shift: bool = True,
 ) -> tuple[LoadedModel, Backend]:
     """Load a model for generation on a backend.
 
@@ -67,6 +68,8 @@ def open_model(
         parallel: Stories decoded together (llama.cpp).
         context_length: Cap on context tokens per story.
         threads: CPU threads for llama.cpp (0 = one per core).
+        context_shift: Move cached keys instead of re-reading (llama.cpp, rotary models;
+            see ``model.context_shift``).
 
     Raises:
         ConfigError: An unknown backend, or llama.cpp asked for where it cannot run.
@@ -81,7 +84,14 @@ def open_model(
             loaded = load_model(spec, dtype="float32", trust_remote_code=trust_remote_code)
         try:
             return _llama(
-                spec, loaded, quantization, parallel, context_length, threads, keep_weights=False
+                spec,
+                loaded,
+                quantization,
+                parallel,
+                context_length,
+                threads,
+                context_shift=context_shift,
+                keep_weights=False,
             )
         except TaleforgeError as exc:
             if backend == "llama.cpp":
@@ -100,12 +110,21 @@ def open_backend(
     parallel: int = 1,
     context_length: int | None = None,
     threads: int = 0,
+    context_shift: bool = True,
 ) -> tuple[LoadedModel, Backend]:
     """A backend for a model already loaded with transformers (exported when needed)."""
     _check_name(backend)
     if backend != "transformers" and _llama_usable(backend):
         try:
-            return _llama(loaded.spec, loaded, quantization, parallel, context_length, threads)
+            return _llama(
+                loaded.spec,
+                loaded,
+                quantization,
+                parallel,
+                context_length,
+                threads,
+                context_shift=context_shift,
+            )
         except TaleforgeError as exc:
             if backend == "llama.cpp":
                 raise
@@ -139,6 +158,8 @@ def _llama(
     parallel: int,
     context_length: int | None,
     threads: int = 0,
+    *,
+    context_shift: bool = True,
     keep_weights: bool = True,
 ) -> tuple[LoadedModel, Backend]:
     from dataclasses import replace
@@ -149,7 +170,11 @@ def _llama(
 
     result = export_gguf(spec, quantization=quantization, loaded=loaded)
     engine = LlamaCppBackend(
-        result.path, parallel=parallel, context_length=context_length, threads=threads or None
+        result.path,
+        parallel=parallel,
+        context_length=context_length,
+        threads=threads or None,
+        context_shift=context_shift,
     )
     if loaded is None:
         light = load_without_weights(spec, engine.context_length)

@@ -61,8 +61,12 @@ class Backend(ABC):
 
     @abstractmethod
     @contextmanager
-    def reserve(self, cancel: threading.Event) -> Iterator[Any]:
-        """Wait for a place to decode; yields a handle (None when ``cancel`` was set first)."""
+    def reserve(self, cancel: threading.Event, hint: Sequence[int] = ()) -> Iterator[Any]:
+        """Wait for a place to decode; yields a handle (None when ``cancel`` was set first).
+
+        ``hint`` is the context the first step will read: a backend that keeps state per
+        place gives the place that holds most of it.
+        """
 
     @abstractmethod
     def new_rng(self, seed: int) -> Any:
@@ -112,8 +116,15 @@ class Places:
         self._free = list(range(count))
         self._line: deque[object] = deque()
 
-    def take(self, cancel: threading.Event | None = None) -> int | None:
-        """Wait for a place; its number, or None when ``cancel`` was set first."""
+    def take(
+        self, cancel: threading.Event | None = None, score: Callable[[int], int] | None = None
+    ) -> int | None:
+        """Wait for a place; its number, or None when ``cancel`` was set first.
+
+        Of the free places, the one ``score`` rates highest (what it still holds of this
+        request, say), else the one free longest: a place's state is evicted least
+        recently used first.
+        """
         ticket = object()
         with self._ready:
             self._line.append(ticket)
@@ -122,7 +133,11 @@ class Places:
                     if cancel is not None and cancel.is_set():
                         return None
                     self._ready.wait(timeout=0.1)
-                return self._free.pop()
+                best = 0
+                if score is not None:
+                    scores = [score(place) for place in self._free]
+                    best = scores.index(max(scores))
+                return self._free.pop(best)
             finally:
                 self._line.remove(ticket)
                 self._ready.notify_all()

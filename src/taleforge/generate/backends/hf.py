@@ -42,7 +42,7 @@ class TransformersBackend(Backend):
         self._places = Places(1)
 
     @contextmanager
-    def reserve(self, cancel: threading.Event) -> Iterator[Any]:
+    def reserve(self, cancel: threading.Event, hint: Sequence[int] = ()) -> Iterator[Any]:
         # first come, first served among this backend's stories; then the model's own lock
         place = self._places.take(cancel)
         if place is None:

@@ -13,6 +13,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
+from collections.abc import Sequence as Seq
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class LlamaCppBackend(Backend):
             stories hold at most 8192 tokens, at least 512 each; capped by the model's window).
             KV-cache memory grows with ``parallel`` x this.
         threads: CPU threads (default: all cores).
+        context_shift: Move cached keys instead of re-reading them where the model allows
+            (see ``model.context_shift``).
     """
 
     name = "llama.cpp"
@@ -66,6 +69,7 @@ class LlamaCppBackend(Backend):
         parallel: int = 8,
         context_length: int | None = None,
         threads: int | None = None,
+        context_shift: bool = True,
     ) -> None:
         missing = llama_cpp_missing()
         if missing:
@@ -84,12 +88,23 @@ class LlamaCppBackend(Backend):
             slots=parallel,
             context_per_slot=self.context_length,
             threads=threads or os.cpu_count() or 1,
+            context_shift=context_shift,
         )
         self._places = Places(parallel)
 
     @contextmanager
-    def reserve(self, cancel: threading.Event) -> Iterator[Any]:
-        slot = self._places.take(cancel)  # first come, first served
+    def reserve(self, cancel: threading.Event, hint: Seq[int] = ()) -> Iterator[Any]:
+        # First come, first served. Of the free slots, the one whose cache serves most of the
+        # context when that is at least half of it (a Continue, a Retry, the same story
+        # again); else the one unused longest, so that a header every story shares does not
+        # make a new story evict another's cache while a slot is empty or older.
+        context = list(hint)
+
+        def serves(slot: int) -> int:
+            reused = self.engine.reusable(slot, context)
+            return reused if 2 * reused >= len(context) else 0
+
+        slot = self._places.take(cancel, serves if context else None)
         if slot is None:
             yield None
             return

@@ -7,9 +7,11 @@ next token from its logits. The weights are read from memory once per pass, so o
 a pass over 8 tokens costs about 2.8x one over a single token (39 vs 14 ms measured): 8
 streams write more tokens per second than one, and every story gets one token per loop.
 
-A slot keeps the tokens its KV cache holds; a new context that starts with them (the header
-of a long story whose window slides, the next story of the same request) only processes what
-differs.
+A slot keeps the tokens its KV cache holds, and a new context re-reads only what it cannot
+find there (:func:`reuse_plan`): the common prefix (the header, the next story of the same
+request) stays, and on models with rotary positions the chunks of the cache that reappear
+further on are moved into place (a window that slid, a Continue after the author's note
+moved) instead of being read again, as llama-server's ``--cache-reuse`` does.
 """
 
 from __future__ import annotations
@@ -30,6 +32,65 @@ log = logging.getLogger(__name__)
 
 #: Ends a sequence's token queue.
 END = object()
+
+
+#: Fewest tokens of a cached chunk moved into place rather than read again (smaller
+#: matches are mostly coincidences, and reading them is cheap).
+REUSE_MIN_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class ReusePlan:
+    """How a slot's cache becomes a new context: keep ``common`` tokens, move each chunk
+    ``(cached_at, context_at, length)`` to its place in the new context (in order), read the
+    rest (``reused`` tokens come from the cache in all)."""
+
+    common: int
+    moves: tuple[tuple[int, int, int], ...]
+
+    @property
+    def reused(self) -> int:
+        return self.common + sum(length for _, _, length in self.moves)
+
+
+def reuse_plan(
+    cached: list[int], context: list[int], *, shift: bool, min_chunk: int = REUSE_MIN_CHUNK
+) -> ReusePlan:
+    """What of ``cached`` (a slot's KV cache, from position 0) serves ``context``.
+
+    The common prefix always; with ``shift`` (rotary positions, whose keys can be moved)
+    also every later run of at least ``min_chunk`` tokens that ``context`` continues with,
+    found greedily left to right (llama-server's cache reuse). The context's last token is
+    always read again: its logits choose the next token.
+
+    A moved chunk keeps the keys and values it was computed with, after tokens that the new
+    context may no longer have before it (the start of a slid window, an author's note that
+    moved): the model's attention then sees those tokens' trace. That is what llama.cpp's
+    context shift does; the tests check it writes the story a full re-read writes.
+    """
+    limit = len(context) - 1
+    common = 0
+    bound = min(len(cached), limit)
+    while common < bound and cached[common] == context[common]:
+        common += 1
+    moves: list[tuple[int, int, int]] = []
+    if shift:
+        at_cache = at_context = common
+        while at_cache < len(cached) and at_context < limit:
+            length = 0
+            while (
+                at_cache + length < len(cached)
+                and at_context + length < limit
+                and cached[at_cache + length] == context[at_context + length]
+            ):
+                length += 1
+            if length >= min_chunk:
+                moves.append((at_cache, at_context, length))
+                at_cache += length
+                at_context += length
+            else:
+                at_cache += 1
+    return ReusePlan(common, tuple(moves))
 
 
 class BackendError(TaleforgeError, RuntimeError):
@@ -85,6 +146,8 @@ class LlamaEngine:
         context_per_slot: Tokens of context each sequence may hold.
         threads: CPU threads for llama.cpp.
         batch_tokens: Most tokens in one forward pass (long contexts are split).
+        context_shift: Move cached chunks to new positions where the model allows it
+            (:func:`reuse_plan`); False: reuse the common prefix only.
     """
 
     def __init__(
@@ -95,6 +158,7 @@ class LlamaEngine:
         context_per_slot: int,
         threads: int,
         batch_tokens: int = 512,
+        context_shift: bool = True,
     ) -> None:
         import llama_cpp
         from llama_cpp import _internals
@@ -146,6 +210,16 @@ class LlamaEngine:
         self._batch = _internals.LlamaBatch(n_tokens=batch_tokens, embd=0, n_seq_max=1)
         self._native.objects.append(self._batch)
         self.n_vocab = int(self._model.n_vocab())
+        memory = llama_cpp.llama_get_memory(self._context.ctx)
+        #: Cached keys can move to new positions (rotary models; GPT-2's learned positions
+        #: are part of every key and cannot).
+        self.can_shift = bool(
+            context_shift
+            and llama_cpp.llama_model_rope_type(self._model.model) != llama_cpp.LLAMA_ROPE_TYPE_NONE
+            and llama_cpp.llama_memory_can_shift(memory)
+        )
+        #: Context tokens read from the cache instead of computed, since the start.
+        self.reused_tokens = 0
         self._cached: list[list[int]] = [[] for _ in range(slots)]
         self._incoming: list[Sequence] = []
         self._active: list[Sequence] = []
@@ -199,26 +273,44 @@ class LlamaEngine:
 
     def _admit(self) -> None:
         """Drop cancelled sequences, start new ones (called under the condition's lock)."""
-        import llama_cpp
 
         for sequence in [s for s in self._active if s.cancelled.is_set()]:
             self._finish(sequence)
         for sequence in self._incoming:
             for old in [s for s in self._active if s.slot == sequence.slot]:
                 self._finish(old)  # its story moved on (cancelled, stopped)
-            cached = self._cached[sequence.slot]
-            common = 0
-            limit = min(len(cached), len(sequence.context) - 1)  # the last token is re-read
-            while common < limit and cached[common] == sequence.context[common]:
-                common += 1
-            memory = llama_cpp.llama_get_memory(self._context.ctx)
-            if not llama_cpp.llama_memory_seq_rm(memory, sequence.slot, common, -1):
-                llama_cpp.llama_memory_seq_rm(memory, sequence.slot, -1, -1)
-                common = 0
-            del cached[common:]
-            sequence.pending = list(sequence.context[common:])
+            kept = self._reuse(sequence.slot, sequence.context)
+            sequence.pending = list(sequence.context[kept:])
             self._active.append(sequence)
         self._incoming = []
+
+    def reusable(self, slot: int, context: list[int]) -> int:
+        """Tokens of ``context`` that ``slot``'s cache would serve (for choosing a slot)."""
+        return reuse_plan(self._cached[slot], context, shift=self.can_shift).reused
+
+    def _reuse(self, slot: int, context: list[int]) -> int:
+        """Arrange ``slot``'s cache as the start of ``context`` (see :func:`reuse_plan`);
+        returns how many of its tokens it holds."""
+        import llama_cpp
+
+        cached = self._cached[slot]
+        plan = reuse_plan(cached, context, shift=self.can_shift)
+        memory = llama_cpp.llama_get_memory(self._context.ctx)
+        kept = plan.common
+        for cached_at, context_at, length in plan.moves:
+            # drop the cells between, then move the chunk down to where the context has it
+            if not llama_cpp.llama_memory_seq_rm(memory, slot, kept, cached_at):
+                break
+            llama_cpp.llama_memory_seq_add(
+                memory, slot, cached_at, cached_at + length, context_at - cached_at
+            )
+            kept = context_at + length
+        if not llama_cpp.llama_memory_seq_rm(memory, slot, kept, -1):
+            llama_cpp.llama_memory_seq_rm(memory, slot, -1, -1)
+            kept = 0
+        self._cached[slot] = list(context[:kept])
+        self.reused_tokens += kept
+        return kept
 
     def _finish(self, sequence: Sequence) -> None:
         sequence.out.put(END)
