@@ -63,6 +63,15 @@ bench: setup
 	$(PY) benchmarks/cache.py --output benchmarks/results/cache.json
 	$(PY) benchmarks/prepare.py --output benchmarks/results/prepare.json
 
+## bench-vs-llama-server: taleforge serve against llama.cpp's own llama-server on the same GGUF,
+## 3 interleaved rounds of 1, 4 and 8 streams (about 3 minutes, plus 6-10 once to build
+## llama-server unless LLAMA_SERVER=/path/to/llama-server); JSON in benchmarks/results/, plot
+## in docs/img/
+.PHONY: bench-vs-llama-server
+bench-vs-llama-server: setup
+	$(PY) benchmarks/vs_llama_server.py $(if $(LLAMA_SERVER),--llama-server $(LLAMA_SERVER)) \
+		--output benchmarks/results/vs_llama_server.json --plot docs/img/vs_llama_server.png
+
 ## bench-train: packing vs pad-to-128 training throughput (a few minutes)
 bench-train: setup
 	$(PY) benchmarks/train.py --output benchmarks/results/train.json
