@@ -6,10 +6,10 @@
 Both servers run on 127.0.0.1 at the same time (each idle while the other is measured) and load
 the same file: the q8_0 export of ``--model`` that the llama.cpp backend makes and uses
 (``export_gguf``; the script checks that both server processes map that very file). Both get
-the same parallelism, context, threads, batch size and KV-cache layout: taleforge with
-``model.parallel`` = ``--parallel``; llama-server with ``-np`` the same, ``-c`` that many times
-taleforge's context per story (read from its log), ``-t`` one per core, ``-b``/``-ub`` 512 and
-one unified KV buffer, as taleforge's engine sets them. Every request is ``POST
+the same parallelism, context and threads: taleforge with ``model.parallel`` = ``--parallel``;
+llama-server with ``-np`` the same, ``-c`` that many times taleforge's context per story (read
+from its log), ``-t`` one per core, and its own defaults for the rest (KV-cache layout, batch
+sizes), as a writer would run it. Every request is ``POST
 /v1/completions`` with ``"stream": true``, the same sampling (temperature 0.8, top-p 0.95,
 top-k 40, min-p 0.05, applied in taleforge's order, no penalties), a seed, and exactly
 ``--new-tokens`` new tokens (taleforge: ``min_tokens``; llama-server: ``ignore_eos``). Each
@@ -64,7 +64,6 @@ from server_bench import (
 
 SERVERS = ("taleforge", "llama-server")
 QUANTIZATION = "q8_0"
-BATCH_TOKENS = 512  # taleforge's engine: n_batch = n_ubatch = 512
 #: The sampling both servers get (neutral values sent so neither server's defaults apply).
 SAMPLING: dict[str, Any] = {
     "temperature": 0.8,
@@ -176,12 +175,12 @@ def context_per_story(taleforge: Server, parallel: int) -> int:
 def start_llama_server(args: argparse.Namespace, gguf: Path, context: int, workdir: Path) -> Server:
     port = free_port()
     cores = str(os.cpu_count() or 1)
-    # As taleforge's engine: one KV buffer of parallel x context cells shared by all slots
-    # (each story at most context), batches of 512, a thread per core.
+    # As a writer runs it: llama-server's own defaults (KV layout, batch sizes) with as many
+    # slots and as much context per story as taleforge, and a thread per core. Its defaults
+    # were faster here than taleforge's engine layout (--kv-unified, -b/-ub 512): the
+    # stronger reference. --llama-server-arg adds flags.
     command = [str(args.llama_server), "-m", str(gguf), "-np", str(args.parallel),
-               "-c", str(args.parallel * context), "--kv-unified",
-               "--kv-unified-per-slot", str(context), "-b", str(BATCH_TOKENS),
-               "-ub", str(BATCH_TOKENS), "-t", cores, "--host", "127.0.0.1",
+               "-c", str(args.parallel * context), "-t", cores, "--host", "127.0.0.1",
                "--port", str(port), *args.llama_server_arg]  # fmt: skip
     return start("llama-server", command, port, workdir)
 

@@ -7,7 +7,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -137,6 +137,7 @@ class StoryStream:
         self._cancel = threading.Event()
         self._stories: list[Story] = []
         self._error: BaseException | None = None
+        self._wake: Callable[[], None] | None = None
         self._thread = threading.Thread(
             target=self._run,
             args=(generator, request),
@@ -147,13 +148,19 @@ class StoryStream:
 
     def _run(self, generator: StoryGenerator, request: StoryRequest) -> None:
         try:
-            stories = generator._write_stories(request, self.plan, self._cancel, self._queue.put)
+            stories = generator._write_stories(request, self.plan, self._cancel, self._put)
             for story in stories:
                 self._stories.append(story)
         except BaseException as exc:  # handed to the consumer, never lost in the thread
             self._error = exc
         finally:
-            self._queue.put(_DONE)
+            self._put(_DONE)
+
+    def _put(self, item: Any) -> None:
+        self._queue.put(item)
+        wake = self._wake
+        if wake is not None:
+            wake()
 
     def __iter__(self) -> Iterator[StreamChunk]:
         return self
@@ -161,13 +168,44 @@ class StoryStream:
     def __next__(self) -> StreamChunk:
         item = self._queue.get()
         if item is _DONE:
-            self._queue.put(_DONE)  # later calls end too
-            self._thread.join()
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            raise StopIteration
+            self._end()
         return item
+
+    def _end(self) -> None:
+        """The stream has ended: raise what ended the generation, else StopIteration."""
+        self._queue.put(_DONE)  # later calls end too
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        raise StopIteration
+
+    def on_ready(self, wake: Callable[[], None]) -> None:
+        """Have ``wake`` called (in the generating thread) whenever a chunk or the end is
+        ready: for a consumer that waits elsewhere than in ``next`` (an event loop, which
+        then takes what is ready with :meth:`ready`)."""
+        self._wake = wake
+        if not self._queue.empty():
+            wake()
+
+    def ready(self) -> list[StreamChunk] | None:
+        """The chunks ready now, without waiting (maybe none); None once the stream has
+        ended (raising, as iteration does, the error that ended it)."""
+        chunks: list[StreamChunk] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return chunks
+            if item is _DONE:
+                if chunks:
+                    self._queue.put(_DONE)
+                    return chunks
+                try:
+                    self._end()
+                except StopIteration:
+                    return None
+            chunks.append(item)
 
     def cancel(self) -> None:
         """Stop generating at the next token; the stream then ends with what was written."""

@@ -26,7 +26,7 @@ from taleforge.serve.api_errors import APIError, as_api_error
 from taleforge.serve.limits import limit_generation
 from taleforge.serve.registry import BusyError, ModelRegistry, UnknownModelError
 from taleforge.serve.sanitize import CleanText, TextTooLong, check_request_length, clean_json
-from taleforge.serve.streaming import chunks, collect, generation
+from taleforge.serve.streaming import chunk_batches, collect, generation
 
 __all__ = ["SAMPLING_NAMES", "APIError", "GenerateRequest", "build_router"]
 
@@ -242,10 +242,11 @@ async def stream_response(
                 try:
                     for event in writer.start(number, spec):
                         yield sse(event)
-                    async for chunk in chunks(stream):
-                        event = writer.chunk(number, spec, chunk)
-                        if event is not None:
-                            yield sse(event)
+                    async for batch in chunk_batches(stream):  # one write per wake-up
+                        events = (writer.chunk(number, spec, chunk) for chunk in batch)
+                        text = "".join(sse(event) for event in events if event is not None)
+                        if text:
+                            yield text
                     for event in writer.done(number, spec, stream.stories):
                         yield sse(event)
                 finally:

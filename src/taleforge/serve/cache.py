@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -133,6 +133,16 @@ class ReplayStream:
     def cancel(self) -> None:
         self._cancelled = True
 
+    def on_ready(self, wake: Callable[[], None]) -> None:
+        wake()  # every chunk is ready
+
+    def ready(self) -> list[StreamChunk] | None:
+        rest = [] if self._cancelled else list(self._chunks)
+        if not rest:
+            self._done = not self._cancelled
+            return None
+        return rest
+
     @property
     def stories(self) -> tuple[Story, ...]:
         """The stories once the replay has ended (like a generation that finished)."""
@@ -166,6 +176,17 @@ class RecordingStream:
 
     def cancel(self) -> None:
         self._stream.cancel()
+
+    def on_ready(self, wake: Callable[[], None]) -> None:
+        self._stream.on_ready(wake)
+
+    def ready(self) -> list[StreamChunk] | None:
+        chunks = self._stream.ready()
+        if chunks is None:
+            self._finished = True
+        else:
+            self._chunks.extend(chunks)
+        return chunks
 
     @property
     def stories(self) -> tuple[Story, ...]:

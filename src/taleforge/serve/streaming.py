@@ -6,6 +6,8 @@ registry's cache has seen is replayed from it there, without the model.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -26,30 +28,53 @@ class GenerationStream(Protocol):
 
     def __iter__(self) -> Iterator[StreamChunk]: ...
     def __next__(self) -> StreamChunk: ...
+    def on_ready(self, wake: Callable[[], None]) -> None: ...
+    def ready(self) -> list[StreamChunk] | None: ...
     def cancel(self) -> None: ...
     def wait(self, timeout: float | None = None) -> bool: ...
     @property
     def stories(self) -> tuple[Story, ...]: ...
 
 
-def _next(stream: GenerationStream) -> StreamChunk | None:
-    return next(stream, None)
+async def chunk_batches(stream: GenerationStream) -> AsyncIterator[list[StreamChunk]]:
+    """The stream's chunks as they are written: at each wake-up, every chunk ready (several
+    when the consumer fell behind, so it can send them in one write). Leaving early cancels
+    the generation.
+
+    The generating thread wakes the event loop itself (``call_soon_threadsafe``): no worker
+    thread waits for each token, which cost every token two thread switches and, on a
+    machine whose cores all decode, a share of the decoding. Whoever stops iterating (a
+    client that disconnects, a Pause button that cancels the handler) stops the model at its
+    next token: ``finally`` cancels the stream.
+    """
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            loop.call_soon_threadsafe(ready.set)
+
+    stream.on_ready(wake)
+    try:
+        while True:
+            ready.clear()
+            batch = stream.ready()
+            if batch is None:
+                return
+            if batch:
+                yield batch
+            else:
+                await ready.wait()
+    finally:
+        stream.cancel()
 
 
 async def chunks(stream: GenerationStream) -> AsyncIterator[StreamChunk]:
-    """The stream's chunks, awaited off the event loop; leaving early cancels generation.
-
-    Whoever stops iterating (a client that disconnects, a Pause button that cancels the
-    handler) stops the model at its next token: ``finally`` cancels the stream.
-    """
+    """The stream's chunks one by one (see :func:`chunk_batches`)."""
     try:
-        while True:
-            # abandon_on_cancel: a cancelled consumer leaves at once; the thread ends
-            # with the generation, which ``finally`` stops at its next token.
-            chunk = await anyio.to_thread.run_sync(_next, stream, abandon_on_cancel=True)
-            if chunk is None:
-                return
-            yield chunk
+        async for batch in chunk_batches(stream):
+            for chunk in batch:
+                yield chunk
     finally:
         stream.cancel()
 
