@@ -4,9 +4,11 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.taleforge-installed
 LLAMA_CPP_VERSION := 0.3.36
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# LLAVA_BUILD=OFF: no multimodal library (taleforge never loads it): the wheel built in 261 s
+# instead of 293 s here.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
 
-.PHONY: setup run story test test-fast lint format typecheck screenshot bench bench-train bench-decoding cliche-list mlflow-ui story-model clean
+.PHONY: setup run story test test-fast lint format typecheck screenshot bench bench-long-context bench-train bench-decoding cliche-list mlflow-ui story-model clean
 
 # The venv is (re)installed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -71,6 +73,12 @@ bench: setup
 bench-vs-llama-server: setup
 	$(PY) benchmarks/vs_llama_server.py $(if $(LLAMA_SERVER),--llama-server $(LLAMA_SERVER)) \
 		--output benchmarks/results/vs_llama_server.json --plot docs/img/vs_llama_server.png
+
+## bench-long-context: Continue on a 3,000-token manuscript and a story 2,000 tokens past the
+## window, with the cached context moved and read afresh (about 5 minutes)
+bench-long-context: setup
+	$(PY) benchmarks/long_context.py --output benchmarks/results/long_context.json \
+		--plot docs/img/long_context.png
 
 ## bench-train: packing vs pad-to-128 training throughput (a few minutes)
 bench-train: setup
