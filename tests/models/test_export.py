@@ -188,3 +188,19 @@ def test_the_default_story_model_exports_within_2_percent_perplexity():
     reference = perplexity(StoryGenerator(load_model("taleforge-stories")), sample)
     exported = perplexity(on_llama("taleforge-stories", result.path), sample)
     assert abs(exported / reference - 1) < 0.02, (exported, reference)
+
+
+@pytest.mark.integration
+def test_llama_cpps_own_tokenizer_splits_the_export_as_taleforge_does():
+    """Other llama.cpp tools (llama-server, llama-cli) tokenize text with the GGUF's own
+    vocabulary and pre-tokenizer: contractions and numbers must come out as taleforge's."""
+    need_llama_cpp()
+    import llama_cpp
+
+    from taleforge.models import load_tokenizer
+
+    path = export_gguf("taleforge-stories").path
+    text = "She didn't know; we'll see. In 1999 they paid $12,345.67 for 3 rooms.\nIt's 10:45."
+    expected = load_tokenizer("taleforge-stories")(text, add_special_tokens=False)["input_ids"]
+    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    assert vocab.tokenize(text.encode(), add_bos=False, special=False) == list(expected)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 Quantization = Literal["q8_0", "q5_1", "q4_1", "f16", "f32"]
 QUANTIZATIONS: tuple[str, ...] = ("q8_0", "q5_1", "q4_1", "f16", "f32")
 #: Bumped when the written file changes, so older exports are made again.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: the pre-tokenizer of byte-level BPE tokenizers is gpt-2
 #: Metadata keys taleforge adds to the files it writes.
 KEY_FINGERPRINT = "taleforge.source_fingerprint"
 KEY_SPEC = "taleforge.spec"
@@ -425,5 +425,10 @@ def _pre_tokenizer(tokenizer: Any, kind: str) -> str:
     if kind == "gpt2":
         return "gpt-2"
     state = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
-    parts = [p.get("type") for p in state.get("pretokenizers", [state])]
-    return "smollm" if parts == ["Digits", "ByteLevel"] else "default"
+    steps = state.get("pretokenizers", [state])
+    parts = [step.get("type") for step in steps]
+    if parts == ["Digits", "ByteLevel"]:
+        return "smollm"
+    if parts == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"  # GPT-2's split (the SmolLM2 checkpoint converted from its GGUF)
+    return "default"
