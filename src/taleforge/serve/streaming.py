@@ -49,19 +49,28 @@ async def chunk_batches(stream: GenerationStream) -> AsyncIterator[list[StreamCh
     """
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()
+    # Set before the consumer looks for chunks and waits: a chunk put after that wakes it,
+    # one put while it is still sending the last ones costs the generating thread nothing
+    # (with 8 streams that is most tokens).
+    waiting = False
 
     def wake() -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
-            loop.call_soon_threadsafe(ready.set)
+        nonlocal waiting
+        if waiting:
+            waiting = False
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(ready.set)
 
     stream.on_ready(wake)
     try:
         while True:
             ready.clear()
+            waiting = True
             batch = stream.ready()
             if batch is None:
                 return
             if batch:
+                waiting = False
                 yield batch
             else:
                 await ready.wait()

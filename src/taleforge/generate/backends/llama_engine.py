@@ -332,7 +332,7 @@ class LlamaEngine:
 
         batch = self._batch.batch
         batch.n_tokens = 0
-        wants_logits: list[tuple[Sequence, int]] = []
+        wants_logits: list[Sequence] = []  # in batch order
         budget = self.batch_tokens
         # Decoding sequences first (one token each), so prompt processing never starves them.
         ordered = sorted(self._active, key=lambda s: len(s.pending) > 1)
@@ -354,18 +354,26 @@ class LlamaEngine:
             budget -= len(take)
             if not sequence.pending:
                 batch.logits[batch.n_tokens - 1] = True
-                wants_logits.append((sequence, batch.n_tokens - 1))
+                wants_logits.append(sequence)
         status = llama_cpp.llama_decode(self._context.ctx, batch)
         if status != 0:
             raise BackendError(
                 f"llama.cpp could not decode (status {status}); the story was stopped"
             )
-        for sequence, index in wants_logits:
-            pointer = llama_cpp.llama_get_logits_ith(self._context.ctx, index)
+        if not wants_logits:
+            return
+        # Every row of logits of this pass at once (llama_get_logits: the outputs in batch
+        # order), copied in one go: a numpy view per row cost a new ctypes type each.
+        rows = torch.from_numpy(
+            np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits(self._context.ctx),
+                shape=(len(wants_logits), self.n_vocab),
+            ).copy()
+        )
+        for row, sequence in enumerate(wants_logits):
             if sequence.cancelled.is_set():
                 continue  # dropped with END at the next step
-            logits = torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy())
-            token = sequence.chooser.choose(logits)
+            token = sequence.chooser.choose(rows[row])
             sequence.tokens.append(token)
             try:
                 sequence.on_token(token)
