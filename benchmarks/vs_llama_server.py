@@ -15,8 +15,10 @@ top-k 40, min-p 0.05, applied in taleforge's order, no penalties), a seed, and e
 ``--new-tokens`` new tokens (taleforge: ``min_tokens``; llama-server: ``ignore_eos``). Each
 prompt is a different 64-token passage of the sample dataset, so no prompt or result cache of
 either server can answer, and one that llama.cpp's tokenizer splits into the same tokens as
-taleforge's (the GGUF's pre-tokenizer splits some contractions and digits otherwise); the
-``checks`` in the JSON confirm that both wrote exactly as many tokens from as many, uncached.
+taleforge's (a safeguard: exports made before EXPORT_VERSION 2 named no pre-tokenizer
+and split contractions and digits otherwise); the
+``checks`` in the JSON confirm that both wrote exactly as many tokens from as many, read (at
+most 5 % from a cache: passages that begin alike).
 
 Rounds are interleaved: in each, for every stream count, both servers take a turn (which goes
 first alternates by round); N clients start together behind a barrier and each streams one
@@ -63,6 +65,8 @@ from server_bench import (
 )
 
 SERVERS = ("taleforge", "llama-server")
+#: Most prompt tokens a turn may take from a server's cache (see ``checks``).
+MAX_CACHED_SHARE = 0.05
 QUANTIZATION = "q8_0"
 #: The sampling both servers get (neutral values sent so neither server's defaults apply).
 SAMPLING: dict[str, Any] = {
@@ -274,8 +278,13 @@ def summarize(rounds: list[dict[str, Any]], streams: list[int]) -> dict[str, Any
             turn["taleforge"]["prompt_tokens"] == turn["llama-server"]["prompt_tokens"]
             for turn in turns
         ),
-        "no_cached_prompt_tokens": all(
-            turn[name]["cached_prompt_tokens"] == 0 for turn in turns for name in SERVERS
+        # llama-server keeps a slot's last prompt: two passages that begin alike ("The")
+        # share a token or two, which is not a cache answering
+        "prompts_read_not_cached": all(
+            turn[name]["cached_prompt_tokens"]
+            <= MAX_CACHED_SHARE * turn[name]["streams"] * PROMPT_TOKENS
+            for turn in turns
+            for name in SERVERS
         ),
     }
     targets = {}
